@@ -1,0 +1,52 @@
+"""The sidecar's configuration: one typed object, built once at start from
+the command line and environment, then passed down. Nothing reads the
+environment anywhere else."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgspec
+
+# Where `build.py models` writes the ONNX files and where the manifest lives.
+# In the Nuitka build the models folder sits beside the package, exactly as
+# in the source tree, so one rule finds it in both.
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    models_dir: Path = DEFAULT_MODELS_DIR
+    detector: str = "nanodet-m-coco"
+    embedder: str = "mobilenetv2-imagenet"
+    # Requests run on this many worker threads; the read loop stays free for
+    # ping and cancellation.
+    workers: int = 2
+    # Threads each ONNX Runtime session may use inside one run. With two
+    # workers on a two-core machine, one each avoids oversubscription.
+    intra_op_threads: int = 1
+    # Refuse images beyond these before decoding: a 45 MP camera is ~46 M
+    # pixels; 200 M leaves room for panoramas while bounding memory (~600 MB
+    # of BGR pixels).
+    max_image_pixels: int = 200_000_000
+    max_file_bytes: int = 512 * 1024 * 1024
+    # Largest protocol frame accepted (one message); images never travel in
+    # messages, so this is generous.
+    max_frame_bytes: int = 16 * 1024 * 1024
+
+
+def settings_from_env(**overrides: object) -> Settings:
+    """Settings from LIVERYID_* variables, then explicit overrides (the CLI's)."""
+    values: dict[str, object] = {}
+    for field in Settings.__struct_fields__:
+        raw = os.environ.get(f"LIVERYID_{field.upper()}")
+        if raw is not None:
+            values[field] = raw
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return msgspec.convert(values, Settings, strict=False, dec_hook=_decode_path)
+
+
+def _decode_path(type_: type, value: object) -> object:
+    if type_ is Path and isinstance(value, (str, os.PathLike)):
+        return Path(value)
+    raise NotImplementedError

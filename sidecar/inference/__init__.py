@@ -1,0 +1,1 @@
+"""Models: the manifest that describes them and the ONNX Runtime session."""

@@ -1,0 +1,112 @@
+"""models/manifest.json: what each model is, where it came from, and how to
+feed it. Read at start-up; every model is checked against its sha256 before
+a session is created, so a half-written or swapped file is refused by name."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+from sidecar.errors import ModelMissing
+
+BUILD_COMMAND = "python3 build.py models"
+
+
+class Source(Struct, frozen=True, forbid_unknown_fields=True):
+    registry: Literal["npm", "pypi", "local"]
+    package: str
+    version: str
+    files: list[str]
+    licence: str
+    upstream: str = ""
+
+
+class InputSpec(Struct, frozen=True, forbid_unknown_fields=True):
+    name: str
+    height: int
+    width: int
+    channel_order: Literal["rgb", "bgr"]
+    scale: float
+    """Multiply 0-255 pixels by this first ..."""
+    mean: Annotated[list[float], Meta(min_length=3, max_length=3)]
+    std: Annotated[list[float], Meta(min_length=3, max_length=3)]
+    """... then subtract mean and divide by std, per channel."""
+    resize: Literal["letterbox", "stretch"]
+
+
+class ModelBase(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, tag_field="task"):
+    name: str
+    version: str
+    file: str
+    sha256: str
+    source: Source
+    input: InputSpec
+    build: str = BUILD_COMMAND
+
+
+class DetectorSpec(ModelBase, tag="detect"):
+    decoder: Literal["nanodet-gfl"]
+    strides: list[int]
+    reg_max: int
+    score_outputs: list[str]
+    """Per-stride class-score outputs (sigmoid applied), in `strides` order."""
+    box_outputs: list[str]
+    """Per-stride box-distribution outputs (4 x (reg_max+1) logits), in `strides` order."""
+    classes: list[str]
+    vehicle_classes: list[str]
+    """Classes reported by default: the detector's names for vehicles."""
+
+
+class EmbedderSpec(ModelBase, tag="embed"):
+    output: str
+    output_dim: int
+
+
+ModelSpec = DetectorSpec | EmbedderSpec
+
+
+class Manifest(Struct, frozen=True, forbid_unknown_fields=True):
+    schema_version: int
+    models: list[ModelSpec]
+
+    def get(self, name: str) -> ModelSpec:
+        for model in self.models:
+            if model.name == name:
+                return model
+        raise ModelMissing(f"model {name!r} is not in the manifest", {"model": name})
+
+
+def load_manifest(models_dir: Path) -> Manifest:
+    path = models_dir / "manifest.json"
+    try:
+        return msgspec.json.decode(path.read_bytes(), type=Manifest)
+    except FileNotFoundError:
+        raise ModelMissing(f"no model manifest at {path}", {"path": str(path)}) from None
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verified_path(spec: ModelBase, models_dir: Path) -> Path:
+    """The model file, after checking it exists and matches its sha256."""
+    path = models_dir / spec.file
+    data = {"model": spec.name, "file": str(path), "build": spec.build}
+    if not path.is_file():
+        raise ModelMissing(f"model {spec.name} is missing: {path} does not exist; build it with `{spec.build}`", data)
+    actual = sha256_of(path)
+    if actual != spec.sha256:
+        raise ModelMissing(
+            f"model {spec.name} at {path} has sha256 {actual}, the manifest expects {spec.sha256}; "
+            f"rebuild it with `{spec.build}`",
+            {**data, "sha256": actual, "expected": spec.sha256, "reason": "checksum_mismatch"},
+        )
+    return path

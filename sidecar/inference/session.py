@@ -1,0 +1,26 @@
+"""The one place that imports onnxruntime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+
+class OrtSession:
+    """An ONNX Runtime CPU session with explicit thread counts, so that two
+    models running side by side do not oversubscribe the cores."""
+
+    def __init__(self, path: Path, intra_op_threads: int) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # ORT warnings go to stderr; keep them for real problems
+        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self._session.get_inputs()]
+        self.output_names = [o.name for o in self._session.get_outputs()]
+
+    def run(self, outputs: list[str], inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self._session.run(outputs, inputs)

@@ -1,0 +1,1 @@
+"""The JSON-RPC protocol: messages (declared once), wire framing, dispatch."""

@@ -1,0 +1,1 @@
+"""Pipeline stages: each takes and returns plain numpy values."""

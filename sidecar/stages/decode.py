@@ -1,0 +1,125 @@
+"""Decode stage: an image reference (file path or client-written mmap) to a
+BGR uint8 array, with every bound checked before bytes are touched."""
+
+from __future__ import annotations
+
+import mmap
+import os
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from sidecar.errors import ImageTooLarge, ImageUnreadable, InvalidParams, MmapOutOfRange
+from sidecar.protocol.messages import ImageRef, MmapImage
+from sidecar.stages.imagesize import header_size
+
+IMAGE_FORMATS = ["jpeg", "png", "webp", "tiff"]
+
+# raw channel order -> (channels, conversion to BGR)
+_RAW_LAYOUTS: dict[str, tuple[int, int | None]] = {
+    "bgr": (3, None),
+    "rgb": (3, cv2.COLOR_RGB2BGR),
+    "bgra": (4, cv2.COLOR_BGRA2BGR),
+    "rgba": (4, cv2.COLOR_RGBA2BGR),
+    "gray": (1, cv2.COLOR_GRAY2BGR),
+}
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    max_pixels: int
+    max_file_bytes: int
+
+
+def load_image(ref: ImageRef, limits: ImageLimits) -> np.ndarray:
+    """The referenced image as an (H, W, 3) BGR uint8 array, EXIF orientation applied."""
+    if ref.mmap is not None:
+        return _load_mmap(ref.mmap, limits)
+    assert ref.path is not None
+    return decode_bytes(_read_file(ref.path, limits), ref.path, limits)
+
+
+def _read_file(path: str, limits: ImageLimits) -> bytes:
+    try:
+        size = os.path.getsize(path)
+        if size > limits.max_file_bytes:
+            raise ImageTooLarge(
+                f"{path} is {size} bytes, over the {limits.max_file_bytes}-byte limit",
+                {"path": path, "bytes": size, "max_bytes": limits.max_file_bytes},
+            )
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise ImageUnreadable(f"no such file: {path}", {"path": path}) from None
+    except IsADirectoryError:
+        raise ImageUnreadable(f"{path} is a directory, not an image", {"path": path}) from None
+    except OSError as exc:
+        raise ImageUnreadable(f"cannot read {path}: {exc.strerror}", {"path": path}) from None
+
+
+def decode_bytes(data: bytes | memoryview, source: str, limits: ImageLimits) -> np.ndarray:
+    size = header_size(bytes(data[:65536]))
+    if size is not None and size[0] * size[1] > limits.max_pixels:
+        raise ImageTooLarge(
+            f"{source} is {size[0]}x{size[1]} pixels, over the {limits.max_pixels}-pixel limit",
+            {"source": source, "width": size[0], "height": size[1], "max_pixels": limits.max_pixels},
+        )
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ImageUnreadable(f"{source} is not a decodable JPEG, PNG, WebP or TIFF image", {"source": source})
+    return image
+
+
+def _load_mmap(ref: MmapImage, limits: ImageLimits) -> np.ndarray:
+    bounds = {"path": ref.path, "offset": ref.offset, "length": ref.length}
+    try:
+        with open(ref.path, "rb") as handle:
+            file_size = os.fstat(handle.fileno()).st_size
+            if ref.offset + ref.length > file_size:
+                raise MmapOutOfRange(
+                    f"mmap range [{ref.offset}, {ref.offset + ref.length}) lies beyond the end of "
+                    f"{ref.path} ({file_size} bytes)",
+                    {**bounds, "file_size": file_size},
+                )
+            # mmap offsets must be page-aligned: map from the page start.
+            start = ref.offset - ref.offset % mmap.ALLOCATIONGRANULARITY
+            with mmap.mmap(handle.fileno(), ref.offset + ref.length - start, offset=start, access=mmap.ACCESS_READ) as mapped:
+                view = memoryview(mapped)[ref.offset - start :]
+                try:
+                    if ref.encoding == "raw":
+                        return _raw_pixels(view, ref, limits)
+                    return decode_bytes(view, f"mmap {ref.path}@{ref.offset}", limits)
+                finally:
+                    view.release()
+    except FileNotFoundError:
+        raise ImageUnreadable(f"no such mmap file: {ref.path}", bounds) from None
+    except OSError as exc:
+        raise ImageUnreadable(f"cannot map {ref.path}: {exc.strerror}", bounds) from None
+
+
+def _raw_pixels(view: memoryview, ref: MmapImage, limits: ImageLimits) -> np.ndarray:
+    if ref.shape is None or ref.dtype is None:
+        raise InvalidParams("raw mmap images need `shape` and `dtype`", {"field": "params.image.mmap.shape"})
+    order = ref.channel_order or ("gray" if len(ref.shape) == 2 else "rgb")
+    channels, conversion = _RAW_LAYOUTS[order]
+    shape_channels = ref.shape[2] if len(ref.shape) == 3 else 1
+    if shape_channels != channels:
+        raise InvalidParams(
+            f"shape {ref.shape} has {shape_channels} channels but channel_order {order!r} needs {channels}",
+            {"field": "params.image.mmap.shape"},
+        )
+    height, width = ref.shape[0], ref.shape[1]
+    if height * width > limits.max_pixels:
+        raise ImageTooLarge(f"raw image {width}x{height} is over the {limits.max_pixels}-pixel limit",
+                            {"width": width, "height": height, "max_pixels": limits.max_pixels})
+    expected = height * width * channels
+    if expected != ref.length:
+        raise MmapOutOfRange(
+            f"shape {ref.shape} of uint8 needs {expected} bytes but the mmap length is {ref.length}",
+            {"length": ref.length, "expected": expected},
+        )
+    pixels = np.frombuffer(view, np.uint8, count=expected).reshape(height, width, channels)
+    if conversion is None:
+        return pixels.copy()  # the map closes on return
+    return cv2.cvtColor(pixels, conversion)

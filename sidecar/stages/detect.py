@@ -1,0 +1,126 @@
+"""Detect stage: vehicles in a BGR image, boxes in original-image pixels.
+
+NanoDet heads predict, for every cell of each stride's grid, 80 class scores
+(sigmoid already applied in this export) and, per box side, a discrete
+distribution over 0..reg_max cell-lengths (Generalized Focal Loss). The box
+side is the distribution's expectation times the stride, measured from the
+cell centre.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sidecar.inference.manifest import DetectorSpec
+from sidecar.inference.session import OrtSession
+from sidecar.stages.preprocess import letterbox, to_tensor
+
+NMS_IOU = 0.5
+# After per-class NMS, one vehicle can still carry two labels (COCO detectors
+# call open-wheel cars both "car" and "airplane"); boxes of different classes
+# overlapping this much are one vehicle, reported once under its best label.
+CROSS_CLASS_IOU = 0.7
+
+
+@dataclass(frozen=True)
+class Detections:
+    """N detections, best first: boxes (N, 4) float32 [x1, y1, x2, y2] in
+    original-image pixels, scores (N,) float32, class_ids (N,) int64."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    class_ids: np.ndarray
+
+    @classmethod
+    def empty(cls) -> Detections:
+        return cls(np.empty((0, 4), np.float32), np.empty(0, np.float32), np.empty(0, np.int64))
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+def grid_centres(side_cells: int, stride: int) -> np.ndarray:
+    """(cells², 2) x, y centres of a square grid, row-major like the head's outputs."""
+    index = np.arange(side_cells, dtype=np.float32)
+    ys, xs = np.meshgrid(index, index, indexing="ij")
+    return (np.stack([xs.ravel(), ys.ravel()], axis=1) + 0.5) * stride
+
+
+def decode_gfl(distributions: np.ndarray, centres: np.ndarray, stride: int, reg_max: int) -> np.ndarray:
+    """(N, 4*(reg_max+1)) logits and (N, 2) centres -> (N, 4) x1, y1, x2, y2."""
+    logits = distributions.reshape(-1, 4, reg_max + 1)
+    logits = logits - logits.max(axis=2, keepdims=True)
+    weights = np.exp(logits)
+    weights /= weights.sum(axis=2, keepdims=True)
+    distances = (weights @ np.arange(reg_max + 1, dtype=np.float32)) * stride  # left, top, right, bottom
+    return np.concatenate([centres - distances[:, :2], centres + distances[:, 2:]], axis=1)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Indices kept by greedy non-maximum suppression, best first."""
+    order = np.argsort(-scores, kind="stable")
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    keep = []
+    while order.size:
+        best, rest = order[0], order[1:]
+        keep.append(best)
+        x1 = np.maximum(boxes[best, 0], boxes[rest, 0])
+        y1 = np.maximum(boxes[best, 1], boxes[rest, 1])
+        x2 = np.minimum(boxes[best, 2], boxes[rest, 2])
+        y2 = np.minimum(boxes[best, 3], boxes[rest, 3])
+        inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+        iou = inter / np.maximum(areas[best] + areas[rest] - inter, 1e-9)
+        order = rest[iou <= iou_threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def batched_nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Per-class NMS in one pass: offsetting each class's boxes by a distinct
+    amount makes boxes of different classes never overlap."""
+    if len(boxes) == 0:
+        return np.empty(0, np.int64)
+    offsets = class_ids.astype(np.float32)[:, None] * (boxes.max() + 1.0)
+    return nms(boxes + offsets, scores, iou_threshold)
+
+
+class NanoDetDetector:
+    def __init__(self, spec: DetectorSpec, session: OrtSession) -> None:
+        if spec.input.resize != "letterbox":
+            raise ValueError(f"{spec.name}: the NanoDet detector letterboxes; manifest says {spec.input.resize}")
+        self.spec = spec
+        self._session = session
+        self._outputs = [name for pair in zip(spec.score_outputs, spec.box_outputs) for name in pair]
+        self._centres = [grid_centres(spec.input.width // s, s) for s in spec.strides]
+        self.vehicle_class_ids = [spec.classes.index(c) for c in spec.vehicle_classes]
+
+    def class_ids(self, names: list[str]) -> list[int]:
+        unknown = [n for n in names if n not in self.spec.classes]
+        if unknown:
+            raise KeyError(unknown)
+        return [self.spec.classes.index(n) for n in names]
+
+    def __call__(self, image: np.ndarray, min_score: float, class_ids: list[int]) -> Detections:
+        height, width = image.shape[:2]
+        fitted, placement = letterbox(image, self.spec.input.width, self.spec.input.height)
+        outputs = self._session.run(self._outputs, {self.spec.input.name: to_tensor([fitted], self.spec.input)})
+        wanted = np.asarray(class_ids, dtype=np.int64)
+        boxes, scores, labels = [], [], []
+        for level, stride in enumerate(self.spec.strides):
+            class_scores = outputs[2 * level][0][:, wanted]
+            cells, which = np.nonzero(class_scores >= min_score)
+            if cells.size == 0:
+                continue
+            boxes.append(decode_gfl(outputs[2 * level + 1][0][cells], self._centres[level][cells], stride, self.spec.reg_max))
+            scores.append(class_scores[cells, which])
+            labels.append(wanted[which])
+        if not boxes:
+            return Detections.empty()
+        all_boxes = placement.to_image(np.concatenate(boxes), width, height).astype(np.float32)
+        all_scores = np.concatenate(scores).astype(np.float32)
+        all_labels = np.concatenate(labels)
+        keep = batched_nms(all_boxes, all_scores, all_labels, NMS_IOU)
+        keep = keep[nms(all_boxes[keep], all_scores[keep], CROSS_CLASS_IOU)]
+        keep = keep[(all_boxes[keep, 2] > all_boxes[keep, 0]) & (all_boxes[keep, 3] > all_boxes[keep, 1])]
+        return Detections(all_boxes[keep], all_scores[keep], all_labels[keep])

@@ -1,0 +1,48 @@
+"""Embed stage: image regions to L2-normalised appearance vectors."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from sidecar.inference.manifest import EmbedderSpec
+from sidecar.inference.session import OrtSession
+from sidecar.stages.preprocess import to_tensor
+
+MAX_BATCH = 16
+
+
+def crop(image: np.ndarray, box: list[float] | np.ndarray | None) -> np.ndarray:
+    """The region of `box` ([x1, y1, x2, y2], clipped to the image), or the
+    whole image; at least one pixel each way."""
+    if box is None:
+        return image
+    height, width = image.shape[:2]
+    x1 = int(np.clip(np.floor(box[0]), 0, width - 1))
+    y1 = int(np.clip(np.floor(box[1]), 0, height - 1))
+    x2 = int(np.clip(np.ceil(box[2]), x1 + 1, width))
+    y2 = int(np.clip(np.ceil(box[3]), y1 + 1, height))
+    return image[y1:y2, x1:x2]
+
+
+def l2_normalise(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+class Embedder:
+    def __init__(self, spec: EmbedderSpec, session: OrtSession) -> None:
+        if spec.input.resize != "stretch":
+            raise ValueError(f"{spec.name}: the embedder stretches crops; manifest says {spec.input.resize}")
+        self.spec = spec
+        self._session = session
+
+    def __call__(self, crops: list[np.ndarray]) -> np.ndarray:
+        """(N, dim) float32 unit vectors for N BGR crops; (0, dim) for none."""
+        size = (self.spec.input.width, self.spec.input.height)
+        vectors = [np.empty((0, self.spec.output_dim), np.float32)]
+        for start in range(0, len(crops), MAX_BATCH):
+            resized = [cv2.resize(c, size, interpolation=cv2.INTER_AREA) for c in crops[start : start + MAX_BATCH]]
+            (out,) = self._session.run([self.spec.output], {self.spec.input.name: to_tensor(resized, self.spec.input)})
+            vectors.append(out)
+        return l2_normalise(np.concatenate(vectors))

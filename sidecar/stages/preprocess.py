@@ -1,0 +1,55 @@
+"""Image-to-tensor conversions shared by the models, as pure numpy/OpenCV
+functions: the manifest's InputSpec says which one each model uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from sidecar.inference.manifest import InputSpec
+
+LETTERBOX_FILL = 114  # the grey YOLO-family detectors pad with
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How an image was fitted into the model input: input = image * scale + pad."""
+
+    scale: float
+    pad_x: float
+    pad_y: float
+
+    def to_image(self, boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+        """Map (N, 4) input-space boxes back to clipped original-image pixels."""
+        out = boxes.copy()
+        out[:, [0, 2]] = (out[:, [0, 2]] - self.pad_x) / self.scale
+        out[:, [1, 3]] = (out[:, [1, 3]] - self.pad_y) / self.scale
+        np.clip(out[:, [0, 2]], 0, width, out=out[:, [0, 2]])
+        np.clip(out[:, [1, 3]], 0, height, out=out[:, [1, 3]])
+        return out
+
+
+def letterbox(image: np.ndarray, width: int, height: int) -> tuple[np.ndarray, Letterbox]:
+    """Resize keeping the aspect ratio, centred on a grey canvas."""
+    h, w = image.shape[:2]
+    scale = min(width / w, height / h)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    pad_x, pad_y = (width - new_w) // 2, (height - new_h) // 2
+    canvas = np.full((height, width, 3), LETTERBOX_FILL, np.uint8)
+    canvas[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = resized
+    return canvas, Letterbox(scale, pad_x, pad_y)
+
+
+def to_tensor(images: list[np.ndarray], spec: InputSpec) -> np.ndarray:
+    """(N, H, W, 3) BGR uint8 images of the input size -> normalised NCHW float32."""
+    batch = np.stack(images).astype(np.float32)
+    if spec.channel_order == "rgb":
+        batch = batch[..., ::-1]
+    batch *= spec.scale
+    batch -= np.asarray(spec.mean, np.float32)
+    batch /= np.asarray(spec.std, np.float32)
+    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+
