@@ -1,0 +1,48 @@
+"""Readers for the labelled development data in ../shared/data (see its
+README). Nothing here copies the data; callers skip when it is absent."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DATA_DIR = Path(os.environ.get("LIVERYID_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+EPFL_DIR = DATA_DIR / "epfl-gims08-dev"
+F1_DIR = DATA_DIR / "f1-game-teams-dev"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff"}
+
+
+@dataclass(frozen=True)
+class BoxedFrame:
+    path: Path
+    car: int
+    frame: int
+    box: tuple[float, float, float, float]
+    """Ground truth [x1, y1, x2, y2] in pixels."""
+
+
+def epfl_frames() -> list[BoxedFrame]:
+    """Every EPFL frame with its ground-truth box (`bbox_<car>.txt`: one
+    `x y w h` line per frame)."""
+    frames = []
+    for bbox_file in sorted(EPFL_DIR.glob("bbox_*.txt")):
+        car = int(bbox_file.stem.split("_")[1])
+        for index, line in enumerate(bbox_file.read_text().split("\n")):
+            if not line.strip():
+                continue
+            x, y, w, h = (float(v) for v in line.split())
+            path = EPFL_DIR / f"tripod_seq_{car:02d}_{index + 1:03d}.jpg"
+            if path.exists():
+                frames.append(BoxedFrame(path, car, index + 1, (x, y, x + w, y + h)))
+    return frames
+
+
+def f1_images() -> list[tuple[Path, str]]:
+    """(image, team) for every F1 game image: the folder names the team."""
+    return [
+        (path, team_dir.name)
+        for team_dir in sorted(p for p in F1_DIR.iterdir() if p.is_dir())
+        for path in sorted(team_dir.iterdir())
+        if path.suffix.lower() in IMAGE_SUFFIXES
+    ]
