@@ -6,6 +6,7 @@ these Structs (`python build.py generate`); CI fails when they drift.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -44,7 +45,9 @@ class ErrorObject(Message):
     data: Any = UNSET
 
 
-class Response(Struct, frozen=True, omit_defaults=True):
+class Response(Struct, frozen=True):
+    """`result` or `error`: UNSET fields are left out of the encoding."""
+
     id: RequestId | None
     result: Any = UNSET
     error: ErrorObject | UnsetType = UNSET
@@ -175,9 +178,14 @@ class EmbedResult(Message):
 
 
 def decode_error_path(error: msgspec.ValidationError) -> str:
-    """The offending field, from msgspec's `... - at `$.field`` suffix."""
+    """The offending field as `params.a.b`, from msgspec's message
+    (`... - at `$.a.b``, and `Object missing required field `c`` for a
+    field that is absent)."""
     text = str(error)
-    marker = "at `$"
+    path = "params"
+    marker = " - at `$"
     if marker in text:
-        return "params" + text.rsplit(marker, 1)[1].rstrip("`")
-    return "params"
+        text, location = text.rsplit(marker, 1)
+        path += location.rstrip("`")
+    missing = re.search(r"missing required field `(\w+)`", text)
+    return f"{path}.{missing.group(1)}" if missing else path

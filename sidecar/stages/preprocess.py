@@ -26,8 +26,8 @@ class Letterbox:
         out = boxes.copy()
         out[:, [0, 2]] = (out[:, [0, 2]] - self.pad_x) / self.scale
         out[:, [1, 3]] = (out[:, [1, 3]] - self.pad_y) / self.scale
-        np.clip(out[:, [0, 2]], 0, width, out=out[:, [0, 2]])
-        np.clip(out[:, [1, 3]], 0, height, out=out[:, [1, 3]])
+        out[:, [0, 2]] = np.clip(out[:, [0, 2]], 0, width)
+        out[:, [1, 3]] = np.clip(out[:, [1, 3]], 0, height)
         return out
 
 

@@ -1,0 +1,98 @@
+"""Detector post-processing with a hand-written fake session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import numpy as np
+
+from sidecar.inference.manifest import Manifest
+from sidecar.stages.detect import NanoDetDetector, batched_nms, decode_gfl, grid_centres, nms
+
+MANIFEST = msgspec.json.decode((Path(__file__).resolve().parents[1] / "models/manifest.json").read_bytes(), type=Manifest)
+SPEC = MANIFEST.get("nanodet-m-coco")
+
+
+def one_hot_distribution(cells: int, distances: tuple[int, int, int, int], reg_max: int = 10) -> np.ndarray:
+    """Box logits whose softmax puts (almost) all weight on the given bins."""
+    logits = np.full((cells, 4, reg_max + 1), -30.0, np.float32)
+    for side, bin_index in enumerate(distances):
+        logits[:, side, bin_index] = 30.0
+    return logits.reshape(cells, -1)
+
+
+def test_grid_centres_are_row_major_cell_centres() -> None:
+    centres = grid_centres(3, 8)
+    assert centres[0].tolist() == [4.0, 4.0]
+    assert centres[1].tolist() == [12.0, 4.0]
+    assert centres[3].tolist() == [4.0, 12.0]
+
+
+def test_gfl_decoding_is_the_distribution_expectation_times_stride() -> None:
+    boxes = decode_gfl(one_hot_distribution(1, (1, 2, 3, 4)), np.array([[100.0, 50.0]]), stride=16, reg_max=10)
+    np.testing.assert_allclose(boxes, [[84.0, 18.0, 148.0, 114.0]], atol=1e-3)
+    # two equal bins: the expectation lies between them
+    logits = np.full((1, 4, 11), -30.0, np.float32)
+    logits[0, :, 2] = logits[0, :, 3] = 5.0
+    np.testing.assert_allclose(decode_gfl(logits.reshape(1, -1), np.zeros((1, 2)), 10, 10), [[-25, -25, 25, 25]], atol=1e-3)
+
+
+def test_nms_keeps_the_best_of_overlapping_boxes() -> None:
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30]], np.float32)
+    scores = np.array([0.5, 0.9, 0.3], np.float32)
+    assert nms(boxes, scores, 0.5).tolist() == [1, 2]
+
+
+def test_per_class_nms_keeps_overlapping_boxes_of_different_classes() -> None:
+    boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 10]], np.float32)
+    keep = batched_nms(boxes, np.array([0.9, 0.8], np.float32), np.array([2, 4]), 0.5)
+    assert keep.tolist() == [0, 1]
+
+
+class FakeSession:
+    """Outputs with one confident cell: a car centred in the stride-16 grid."""
+
+    def __init__(self, class_id: int, cell: int, distances: tuple[int, int, int, int]) -> None:
+        self.class_id, self.cell, self.distances = class_id, cell, distances
+        self.inputs: list[np.ndarray] = []
+
+    def run(self, outputs: list[str], inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        self.inputs.append(inputs["image"])
+        result = []
+        for name in outputs:
+            stride = int(name.split("_s")[1])
+            cells = (416 // stride) ** 2
+            if name.startswith("scores"):
+                scores = np.full((1, cells, 80), 0.01, np.float32)
+                if stride == 16:
+                    scores[0, self.cell, self.class_id] = 0.8
+                    scores[0, self.cell, 4] = 0.6  # the same box called an airplane too
+                result.append(scores)
+            else:
+                result.append(one_hot_distribution(cells, self.distances)[None])
+        return result
+
+
+def test_boxes_map_back_through_the_letterbox_to_original_pixels() -> None:
+    # A 832x416 image letterboxes to 416x208 at scale 0.5, padded 104 px top and bottom.
+    cell = 13 * 26 + 13  # row 13, column 13 of 26: centre (216, 216) in model input
+    session = FakeSession(class_id=2, cell=cell, distances=(2, 3, 4, 5))
+    detector = NanoDetDetector(SPEC, session)  # type: ignore[arg-type]
+    found = detector(np.zeros((416, 832, 3), np.uint8), 0.3, detector.vehicle_class_ids)
+    # input box: 216 - 32, 216 - 48, 216 + 64, 216 + 80 -> minus padding, divided by the scale
+    np.testing.assert_allclose(found.boxes, [[368.0, 128.0, 560.0, 384.0]], atol=0.1)
+    assert found.class_ids.tolist() == [2]  # the airplane duplicate of one vehicle is dropped
+    assert session.inputs[0].shape == (1, 3, 416, 416)
+    assert abs(float(session.inputs[0][0, 0, 0, 0]) - 114 / 255) < 1e-6  # grey padding, scaled to 0..1
+
+
+def test_nothing_found_is_an_empty_array_of_the_right_shape() -> None:
+    detector = NanoDetDetector(SPEC, FakeSession(2, 0, (1, 1, 1, 1)))  # type: ignore[arg-type]
+    found = detector(np.zeros((100, 100, 3), np.uint8), 0.95, detector.vehicle_class_ids)
+    assert len(found) == 0 and found.boxes.shape == (0, 4) and found.boxes.dtype == np.float32
+
+
+def test_class_filter_uses_detector_names() -> None:
+    detector = NanoDetDetector(SPEC, FakeSession(2, 0, (1, 1, 1, 1)))  # type: ignore[arg-type]
+    assert detector.class_ids(["truck", "car"]) == [7, 2]

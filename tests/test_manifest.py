@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from sidecar.config import settings_from_env
+from sidecar.errors import ModelMissing
+from sidecar.inference.manifest import load_manifest, verified_path
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+
+
+def test_every_default_model_is_built_and_matches_its_pinned_sha256() -> None:
+    manifest = load_manifest(MODELS)
+    assert {m.name for m in manifest.models} == {"nanodet-m-coco", "mobilenetv2-imagenet"}
+    for model in manifest.models:
+        assert verified_path(model, MODELS).is_file()
+
+
+def test_a_missing_manifest_says_where_it_looked(tmp_path: Path) -> None:
+    with pytest.raises(ModelMissing, match="no model manifest"):
+        load_manifest(tmp_path)
+
+
+def test_a_changed_model_file_is_refused_with_the_build_command(tmp_path: Path) -> None:
+    shutil.copy(MODELS / "manifest.json", tmp_path)
+    spec = load_manifest(tmp_path).get("nanodet-m-coco")
+    with pytest.raises(ModelMissing, match="does not exist") as missing:
+        verified_path(spec, tmp_path)
+    assert missing.value.data["build"].startswith("python3 build.py models")
+    data = bytearray((MODELS / spec.file).read_bytes())
+    data[-1] ^= 0xFF
+    (tmp_path / spec.file).write_bytes(bytes(data))
+    with pytest.raises(ModelMissing, match="sha256") as mismatch:
+        verified_path(spec, tmp_path)
+    assert mismatch.value.data["reason"] == "checksum_mismatch"
+
+
+def test_unknown_model_names_are_refused() -> None:
+    with pytest.raises(ModelMissing, match="not in the manifest"):
+        load_manifest(MODELS).get("yolo-from-nowhere")
+
+
+def test_settings_come_from_the_environment_then_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIVERYID_WORKERS", "3")
+    monkeypatch.setenv("LIVERYID_MODELS_DIR", "/somewhere")
+    settings = settings_from_env(workers=None)
+    assert settings.workers == 3 and settings.models_dir == Path("/somewhere")
+    assert settings_from_env(workers=1).workers == 1
