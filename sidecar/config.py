@@ -22,9 +22,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Requests run on this many worker threads; the read loop stays free for
     # ping and cancellation.
     workers: int = 2
-    # Threads each ONNX Runtime session may use inside one run. With two
-    # workers on a two-core machine, one each avoids oversubscription.
-    intra_op_threads: int = 1
+    # Threads each ONNX Runtime session may use inside one run. Two halves
+    # the latency of a single call on a two-core machine (detect 57 -> 37 ms,
+    # `python -m bench.speed`); batch throughput is tuned separately.
+    intra_op_threads: int = 2
     # Refuse images beyond these before decoding: a 45 MP camera is ~46 M
     # pixels; 200 M leaves room for panoramas while bounding memory (~600 MB
     # of BGR pixels).

