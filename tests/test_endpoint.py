@@ -94,12 +94,18 @@ def test_exactly_one_response_per_request_in_a_mixed_stream() -> None:
     assert [r["error"]["code"] for r in responses if r["id"] is None] == [-32700, -32600]
 
 
-def test_ping_is_answered_while_every_worker_is_busy() -> None:
+def busy_endpoint(id: str) -> tuple[Endpoint, Handlers, io.BytesIO]:
+    """An endpoint whose only worker is blocked inside request `id`."""
     handlers = Handlers()
     out = io.BytesIO()
     endpoint = Endpoint(handlers.table(), Codec("json"), FrameWriter(out, "json"), workers=1)
-    endpoint._handle_frame(detect("blocked", "block"))
+    endpoint._handle_frame(detect(id, "block"))
     assert handlers.started.wait(5)
+    return endpoint, handlers, out
+
+
+def test_ping_is_answered_while_every_worker_is_busy() -> None:
+    endpoint, handlers, out = busy_endpoint("blocked")
     endpoint._handle_frame(b'{"jsonrpc":"2.0","id":"ping","method":"ping"}')
     assert msgspec.json.decode(out.getvalue().splitlines()[0])["id"] == "ping"
     handlers.release.set()
@@ -108,11 +114,7 @@ def test_ping_is_answered_while_every_worker_is_busy() -> None:
 
 
 def test_cancel_reaches_a_running_handler_at_its_next_stage() -> None:
-    handlers = Handlers()
-    out = io.BytesIO()
-    endpoint = Endpoint(handlers.table(), Codec("json"), FrameWriter(out, "json"), workers=1)
-    endpoint._handle_frame(detect("c", "block"))
-    assert handlers.started.wait(5)
+    endpoint, handlers, out = busy_endpoint("c")
     endpoint._handle_frame(b'{"jsonrpc":"2.0","method":"$/cancelRequest","params":{"id":"c"}}')
     handlers.release.set()
     endpoint.close()

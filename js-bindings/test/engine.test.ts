@@ -88,3 +88,24 @@ describe('Engine when the sidecar dies', () => {
     await assert.rejects(Engine.spawn({ command: '/no/such/liveryid' }), SidecarExitedError);
   });
 });
+
+const BINARY = process.env.LIVERYID_BINARY;
+
+describe('Engine on the compiled sidecar', { skip: BINARY === undefined && 'no compiled binary (build.py test --binary)' }, () => {
+  it('spawns the binary and detects like the Python sidecar', async () => {
+    const binary = await Engine.spawn({ command: BINARY!, wire: 'msgpack' });
+    const python = await Engine.spawn(sidecarOptions('msgpack'));
+    try {
+      assert.deepEqual(
+        binary.info.models.map((m) => [m.name, m.status]),
+        python.info.models.map((m) => [m.name, m.status]),
+      );
+      const image = F1_PHOTO ? { path: F1_PHOTO } : BLANK;
+      const [fromBinary, fromPython] = [await binary.detect(image), await python.detect(image)];
+      assert.equal(fromBinary.length, fromPython.length);
+      fromBinary.forEach((d, i) => d.box.forEach((v, j) => assert.ok(Math.abs(v - fromPython[i]!.box[j]!) < 0.2)));
+    } finally {
+      await Promise.all([binary.close(), python.close()]);
+    }
+  });
+});
