@@ -7,10 +7,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from sidecar.stages.decode import IMAGE_SUFFIXES
+
 DATA_DIR = Path(os.environ.get("LIVERYID_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 EPFL_DIR = DATA_DIR / "epfl-gims08-dev"
 F1_DIR = DATA_DIR / "f1-game-teams-dev"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff"}
 
 
 @dataclass(frozen=True)

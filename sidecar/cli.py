@@ -7,6 +7,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -14,6 +15,9 @@ from sidecar import __version__
 from sidecar.config import Settings, settings_from_env
 from sidecar.errors import RpcError
 from sidecar.protocol.framing import WIRES
+
+if TYPE_CHECKING:
+    from sidecar.engine import Engine
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,6 +42,36 @@ def _parser() -> argparse.ArgumentParser:
     embed.add_argument("--box", type=float, nargs=4, metavar=("X1", "Y1", "X2", "Y2"))
 
     commands.add_parser("info", help="print the models and whether they load")
+
+    def with_library(name: str, help: str) -> argparse.ArgumentParser:
+        command = commands.add_parser(name, help=help)
+        command.add_argument("--library", type=Path, required=True, help="the library folder (created if absent)")
+        return command
+
+    enroll = with_library("enroll", "enroll a car from reference photos, or one car per sub-folder")
+    enroll.add_argument("images", nargs="*", type=Path)
+    enroll.add_argument("--car", help="the car's label, e.g. '#7 Team X'")
+    enroll.add_argument("--id", help="an existing car to add references to, or the id for the new one")
+    enroll.add_argument("--number")
+    enroll.add_argument("--team")
+    enroll.add_argument("--driver")
+    enroll.add_argument("--from-folders", type=Path, help="a folder with one sub-folder of reference photos per car")
+
+    tag = with_library("tag", "identify the cars in every photo of folders (results stored in the library)")
+    tag.add_argument("paths", nargs="+", type=Path)
+    tag.add_argument("--rescan", action="store_true", help="tag photos already tagged again")
+    tag.add_argument("--threshold", type=float)
+
+    with_library("cars", "list the enrolled cars")
+    results = with_library("results", "list tagged detections")
+    results.add_argument("--car", help="only this car's id")
+    results.add_argument("--decision", choices=["match", "ambiguous", "unknown"])
+    results.add_argument("--review", choices=["pending", "confirmed", "rejected"])
+
+    export = with_library("export", "write the results as CSV or JSON, or XMP sidecars beside the photos")
+    export.add_argument("--format", choices=["csv", "json", "xmp"], required=True)
+    export.add_argument("--output", type=Path)
+    export.add_argument("--overwrite", action="store_true", help="xmp: replace existing .xmp files")
     return parser
 
 
@@ -65,6 +99,12 @@ def _run_command(args: argparse.Namespace, settings: Settings) -> int:
 
     engine = Engine(settings)
     context = RequestContext(0, CancelToken(), False, lambda method, params: None)
+    if hasattr(args, "library"):
+        engine.initialize(InitializeParams(library=str(args.library)), context)
+        try:
+            return _library_command(args, engine)
+        finally:
+            engine.close()
     if args.command == "info":
         print(msgspec.json.format(msgspec.json.encode(engine.initialize(InitializeParams(), context)).decode()))
         return 0
@@ -89,3 +129,70 @@ def _run_command(args: argparse.Namespace, settings: Settings) -> int:
             x1, y1, x2, y2 = vehicle.box
             print(f"  {vehicle.label:<10} {vehicle.score:.2f}  box=({x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f})")
     return 1 if failures else 0
+
+
+def _progress_bar(method: str, params: object) -> None:
+    done, total, stage = params.done, params.total, params.stage  # type: ignore[attr-defined]
+    filled = int(30 * done / total) if total else 30
+    print(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{total} {stage:<48}", end="", file=sys.stderr, flush=True)
+    if done == total:
+        print(file=sys.stderr)
+
+
+def _library_command(args: argparse.Namespace, engine: Engine) -> int:
+    from sidecar.export import Exporter
+    from sidecar.identification import Identification
+    from sidecar.protocol.endpoint import CancelToken, RequestContext
+    from sidecar.protocol.messages import (
+        CarFields, EnrollParams, ExportParams, ImageRef, ResultsQueryParams, TagParams,
+    )
+    from sidecar.stages.decode import IMAGE_SUFFIXES
+
+    identification = Identification(engine)
+    quiet = RequestContext(0, CancelToken(), False, lambda method, params: None)
+    if args.command == "enroll":
+        if args.from_folders:
+            jobs = [({"label": folder.name}, sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+                    for folder in sorted(args.from_folders.iterdir()) if folder.is_dir()]
+        elif args.car or args.id:
+            given = {"label": args.car, "id": args.id, "number": args.number, "team": args.team, "driver": args.driver}
+            jobs = [({k: v for k, v in given.items() if v is not None}, args.images)]
+        else:
+            print("liveryid enroll: give --car LABEL (or --id) with photos, or --from-folders DIR", file=sys.stderr)
+            return 2
+        for fields, images in jobs:
+            result = identification.enroll(
+                EnrollParams(car=CarFields(**fields), images=[ImageRef(path=str(p)) for p in images]), quiet)
+            print(f"{result.car.id}  {result.car.label}: {result.car.references} reference(s)")
+            for warning in result.warnings:
+                print(f"  warning, {images[warning.image]}: {warning.message}", file=sys.stderr)
+        return 0
+    if args.command == "tag":
+        options = {} if args.threshold is None else {"threshold": args.threshold}
+        params = TagParams(paths=[str(p) for p in args.paths], rescan=args.rescan, progress=True, **options)
+        result = identification.tag(params, RequestContext(0, CancelToken(), True, _progress_bar))
+        print(f"{result.total} photo(s): {result.tagged} tagged, {result.skipped} already done, {len(result.failed)} failed; "
+              f"vehicles: {result.matched} matched, {result.ambiguous} ambiguous, {result.unknown} unknown")
+        for failure in result.failed:
+            print(f"  {failure.path}: {failure.message}", file=sys.stderr)
+        return 1 if result.failed else 0
+    if args.command == "cars":
+        for car in identification.cars_list(None, quiet).cars:
+            print(f"{car.id}  {car.label}  number={car.number or '-'} team={car.team or '-'} references={car.references}")
+        return 0
+    if args.command == "results":
+        query = ResultsQueryParams(car_id=args.car, decision=args.decision, review=args.review, limit=10000)
+        found = identification.results_query(query, quiet)
+        for d in found.detections:
+            best = d.candidates[0] if d.candidates else None
+            name = f"{best.label} {best.score:.2f}" if best else "-"
+            print(f"{d.path}  #{d.detection_id} {d.decision:<9} {name}  box={[round(v) for v in d.box]}"
+                  + (f"  [{d.review}]" if d.review else ""))
+        print(f"{found.total} detection(s)", file=sys.stderr)
+        return 0
+    result = Exporter(engine).export(
+        ExportParams(format=args.format, output=str(args.output) if args.output else None, overwrite=args.overwrite), quiet)
+    print(f"{result.rows} detection(s); wrote {len(result.files)} file(s)" + (f", skipped {len(result.skipped)} existing" if result.skipped else ""))
+    for path in result.files[:20]:
+        print(f"  {path}")
+    return 0

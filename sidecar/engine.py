@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -16,14 +17,15 @@ import numpy as np
 
 from sidecar import __version__
 from sidecar.config import Settings
-from sidecar.errors import InvalidParams, ModelMissing
+from sidecar.errors import InvalidParams, LibraryNotOpen, ModelMissing
 from sidecar.inference.manifest import DetectorSpec, EmbedderSpec, Manifest, ModelBase, load_manifest, verified_path
 from sidecar.inference.session import OrtSession
+from sidecar.library.library import Library
 from sidecar.protocol.endpoint import RequestContext
 from sidecar.protocol.framing import WIRES
 from sidecar.protocol.messages import (
     PROTOCOL_VERSION, Capabilities, Detection, DetectParams, DetectResult, EmbedParams, EmbedResult,
-    InitializeParams, InitializeResult, ModelInfo,
+    InitializeParams, InitializeResult, LibraryInfo, ModelInfo,
 )
 from sidecar.protocol.methods import METHODS
 from sidecar.stages.decode import IMAGE_FORMATS, ImageLimits, load_image
@@ -41,6 +43,7 @@ class Engine:
         self._manifest: Manifest | None = None
         self._stages: dict[str, Any] = {}
         self._load_lock = threading.Lock()
+        self._library: Library | None = None
 
     # --- models --------------------------------------------------------------
 
@@ -57,6 +60,39 @@ class Engine:
                 self._stages[name] = build(spec, OrtSession(path, self.settings.intra_op_threads))
                 log.info("loaded %s %s from %s", spec.name, spec.version, path)
             return self._stages[name]
+
+    def library(self) -> Library:
+        if self._library is None:
+            raise LibraryNotOpen("no library is open: send initialize with `library` (the CLI's --library)")
+        return self._library
+
+    def open_library(self, folder: Path) -> Library:
+        """Open (or create) the library, closing any other; its index belongs to the active embedder."""
+        embedder = self.embedder()
+        if self._library is not None:
+            self._library.close()
+            self._library = None
+        self._library = Library(folder, embedder.spec.name, embedder.spec.output_dim)
+        return self._library
+
+    def close(self) -> None:
+        if self._library is not None:
+            self._library.close()
+            self._library = None
+
+    def models_key(self) -> str:
+        """Names and hashes of the models a tagging result depends on."""
+        return "+".join(f"{s.spec.name}@{s.spec.sha256[:12]}" for s in (self.detector(), self.embedder()))
+
+    def vehicle_classes(self, names: list[str] | None) -> list[int]:
+        detector = self.detector()
+        if names is None:
+            return detector.vehicle_class_ids
+        try:
+            return detector.class_ids(names)
+        except KeyError as exc:
+            raise InvalidParams(f"unknown classes {exc.args[0]}; the detector knows {detector.spec.classes}",
+                                {"field": "params.classes"}) from None
 
     def detector(self) -> NanoDetDetector:
         return self._stage(self.settings.detector, NanoDetDetector)
@@ -88,7 +124,15 @@ class Engine:
             self._model_info(self.settings.detector, self.detector),
             self._model_info(self.settings.embedder, self.embedder),
         ]
+        library_info = None
+        if params.library:
+            library = self.open_library(Path(params.library))
+            library_info = LibraryInfo(
+                path=str(library.folder), cars=len(library.store.cars()), references=len(library.index),
+                index_rebuilt=library.index.rebuilt,
+            )
         return InitializeResult(
+            library=library_info,
             server_name="liveryid",
             server_version=__version__,
             protocol_version=PROTOCOL_VERSION,
@@ -103,14 +147,7 @@ class Engine:
 
     def detect(self, params: DetectParams, context: RequestContext) -> DetectResult:
         detector = self.detector()
-        if params.classes is None:
-            class_ids = detector.vehicle_class_ids
-        else:
-            try:
-                class_ids = detector.class_ids(params.classes)
-            except KeyError as exc:
-                raise InvalidParams(f"unknown classes {exc.args[0]}; the detector knows {detector.spec.classes}",
-                                    {"field": "params.classes"}) from None
+        class_ids = self.vehicle_classes(params.classes)
         context.progress(0, 2, "decode")
         image = load_image(params.image, self.limits)
         context.progress(1, 2, "detect")

@@ -55,11 +55,24 @@ class ModelMissing(RpcError):
     code = -32004
 
 
+class LibraryInUse(RpcError):
+    code = -32005
+
+
+class LibraryNotOpen(RpcError):
+    code = -32006
+
+
+class NotFound(RpcError):
+    code = -32007
+
+
 class RequestCancelled(RpcError):
     code = -32800
 
 
 ERROR_CLASSES: tuple[type[RpcError], ...] = (
     ParseError, InvalidRequest, MethodNotFound, InvalidParams, InternalError,
-    ImageUnreadable, ImageTooLarge, MmapOutOfRange, ModelMissing, RequestCancelled,
+    ImageUnreadable, ImageTooLarge, MmapOutOfRange, ModelMissing, LibraryInUse, LibraryNotOpen, NotFound,
+    RequestCancelled,
 )

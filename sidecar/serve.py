@@ -10,6 +10,8 @@ from typing import BinaryIO
 
 from sidecar.config import Settings
 from sidecar.engine import Engine
+from sidecar.export import Exporter
+from sidecar.identification import Identification
 from sidecar.protocol.endpoint import Endpoint
 from sidecar.protocol.framing import Codec, FrameWriter, FramingLost, WireName, read_frames
 
@@ -31,12 +33,15 @@ def serve(settings: Settings, wire: WireName, stdin: BinaryIO, stdout: BinaryIO)
     """Serve until shutdown or end of input; the process exit code."""
     codec = Codec(wire)
     engine = Engine(settings)
-    endpoint = Endpoint(engine.handlers(), codec, FrameWriter(stdout, wire), settings.workers)
+    handlers = {**engine.handlers(), **Identification(engine).handlers(), **Exporter(engine).handlers()}
+    endpoint = Endpoint(handlers, codec, FrameWriter(stdout, wire), settings.workers)
     log.info("serving JSON-RPC on stdio, %s wire, models in %s", wire, settings.models_dir)
     try:
         endpoint.serve(read_frames(stdin, wire, settings.max_frame_bytes))
     except FramingLost as exc:
         log.error("framing lost, exiting: %s", exc)
         return 2
+    finally:
+        engine.close()
     log.info("shut down")
     return 0

@@ -12,7 +12,8 @@ import pytest
 from sidecar.errors import ImageUnreadable
 from sidecar.protocol.endpoint import Endpoint, RequestContext
 from sidecar.protocol.framing import Codec, FrameWriter, read_frames
-from sidecar.protocol.messages import DetectResult, EmbedResult, InitializeResult
+from sidecar.protocol.messages import DetectResult, InitializeResult
+from sidecar.protocol.methods import METHODS
 
 
 class Handlers:
@@ -20,7 +21,7 @@ class Handlers:
         self.release = threading.Event()
         self.started = threading.Event()
 
-    def initialize(self, params: Any, context: RequestContext) -> InitializeResult:
+    def unused(self, params: Any, context: RequestContext) -> InitializeResult:
         raise AssertionError("not used")
 
     def detect(self, params: Any, context: RequestContext) -> DetectResult:
@@ -34,11 +35,8 @@ class Handlers:
             raise ImageUnreadable("no such file: missing", {"path": "missing"})
         return DetectResult(vehicles=[], width=1, height=2, model="fake")
 
-    def embed(self, params: Any, context: RequestContext) -> EmbedResult:
-        raise AssertionError("not used")
-
     def table(self) -> dict[str, Any]:
-        return {"initialize": self.initialize, "detect": self.detect, "embed": self.embed}
+        return {**{name: self.unused for name in METHODS}, "detect": self.detect}
 
 
 def run(lines: list[bytes], handlers: Handlers | None = None, workers: int = 2) -> list[dict[str, Any]]:

@@ -5,11 +5,93 @@ export const PROTOCOL_VERSION = '1.0';
 export interface CancelParams {
   id: number | string;
 }
+export interface Candidate {
+  car_id: string;
+  label: string;
+  score: number;
+}
 export interface Capabilities {
   methods: string[];
   wires: string[];
   image_formats: string[];
   max_image_pixels: number;
+}
+export interface Car {
+  id: string;
+  label: string;
+  number: string | null;
+  team: string | null;
+  driver: string | null;
+  meta: {
+    [k: string]: unknown | undefined;
+  };
+  /**
+   * Number of reference images.
+   */
+  references: number;
+}
+export interface CarDetail {
+  car: Car;
+  references: Reference[];
+}
+export interface Reference {
+  id: number;
+  car_id: string;
+  source: string;
+  /**
+   * [x1, y1, x2, y2] in original-image pixels
+   *
+   * @minItems 4
+   * @maxItems 4
+   */
+  box: [number, number, number, number];
+  /**
+   * Detector score of the reference box; 1 for a box the user gave, 0 for a whole image.
+   */
+  quality: number;
+  added_at: number;
+}
+/**
+ * A car's descriptive fields; on an existing car, only the fields given change.
+ *
+ */
+export interface CarFields {
+  /**
+   * Existing car to extend, or the id for a new one (generated if absent).
+   */
+  id?: string;
+  label?: string;
+  number?: string | null;
+  team?: string | null;
+  driver?: string | null;
+  meta?: {
+    [k: string]: unknown | undefined;
+  };
+}
+export interface CarIdParams {
+  id: string;
+}
+export interface CarUpdateParams {
+  id: string;
+  label?: string;
+  number?: string | null;
+  team?: string | null;
+  driver?: string | null;
+  meta?: {
+    [k: string]: unknown | undefined;
+  };
+}
+export interface CarsListResult {
+  cars: Car[];
+}
+export interface CarsMergeParams {
+  into: string;
+  /**
+   * Cars whose references and results move into `into`; they are then removed.
+   *
+   * @minItems 1
+   */
+  sources: [string, ...string[]];
 }
 export interface DetectParams {
   /**
@@ -83,10 +165,106 @@ export interface EmbedResult {
   model: string;
   dim: number;
 }
+export interface EnrollParams {
+  /**
+   * Send `$/progress` notifications for this request.
+   */
+  progress?: boolean;
+  car: CarFields;
+  /**
+   * @minItems 1
+   */
+  images: [ImageRef, ...ImageRef[]];
+  /**
+   * One box per image (null: detect it). Without boxes the dominant vehicle of each image is used.
+   */
+  boxes?: ([number, number, number, number] | null)[] | null;
+}
+export interface EnrollResult {
+  car: Car;
+  references: Reference[];
+  warnings: EnrollWarning[];
+}
+export interface EnrollWarning {
+  /**
+   * Index into `images`.
+   */
+  image: number;
+  problem: 'no_vehicle' | 'several_vehicles';
+  message: string;
+  boxes?: [number, number, number, number][];
+}
+export interface ExportParams {
+  format: 'csv' | 'json' | 'xmp';
+  /**
+   * csv/json: the file to write (default: export.<format> in the library).
+   */
+  output?: string | null;
+  /**
+   * xmp: replace .xmp files that already exist beside photos (default: skip them).
+   */
+  overwrite?: boolean;
+}
+export interface ExportResult {
+  format: string;
+  files: string[];
+  skipped: string[];
+  rows: number;
+}
+export interface IdentifiedVehicle {
+  /**
+   * [x1, y1, x2, y2] in original-image pixels
+   *
+   * @minItems 4
+   * @maxItems 4
+   */
+  box: [number, number, number, number];
+  detector_score: number;
+  label: string;
+  decision: 'ambiguous' | 'match' | 'unknown';
+  car_id: string | null;
+  /**
+   * Similarity of the best car (match or ambiguous).
+   */
+  score: number | null;
+  candidates: Candidate[];
+}
+export interface IdentifyParams {
+  /**
+   * Send `$/progress` notifications for this request.
+   */
+  progress?: boolean;
+  /**
+   * Candidates reported per vehicle.
+   */
+  top_k?: number;
+  /**
+   * Lowest similarity for a match; default: the calibrated one.
+   */
+  threshold?: number | null;
+  /**
+   * Lead over the runner-up a match needs; default: the calibrated one.
+   */
+  margin?: number | null;
+  /**
+   * Lowest detector score considered.
+   */
+  min_score?: number;
+  image: ImageRef;
+}
+export interface IdentifyResult {
+  vehicles: IdentifiedVehicle[];
+  width: number;
+  height: number;
+}
 export interface InitializeParams {
   client_name?: string | null;
   client_version?: string | null;
   protocol_version?: string | null;
+  /**
+   * Folder of the library to open (created if absent); needed by enroll, identify, tag and the rest.
+   */
+  library?: string | null;
 }
 export interface InitializeResult {
   server_name: string;
@@ -94,6 +272,7 @@ export interface InitializeResult {
   protocol_version: string;
   models: ModelInfo[];
   capabilities: Capabilities;
+  library?: LibraryInfo | null;
 }
 export interface ModelInfo {
   name: string;
@@ -112,6 +291,15 @@ export interface ModelInfo {
    */
   problem?: string | null;
 }
+export interface LibraryInfo {
+  path: string;
+  cars: number;
+  references: number;
+  /**
+   * The reference index was missing or stale and was rebuilt from the database.
+   */
+  index_rebuilt: boolean;
+}
 export interface PingResult {
   uptime_s: number;
 }
@@ -127,6 +315,108 @@ export interface ProgressParams {
    */
   stage: string;
 }
+export interface ReferenceIdParams {
+  id: number;
+}
+export interface Removed {
+  removed: string;
+}
+export interface ResultDetection {
+  detection_id: number;
+  photo_id: number;
+  path: string;
+  /**
+   * [x1, y1, x2, y2] in original-image pixels
+   *
+   * @minItems 4
+   * @maxItems 4
+   */
+  box: [number, number, number, number];
+  detector_score: number;
+  label: string;
+  decision: 'ambiguous' | 'match' | 'unknown';
+  car_id: string | null;
+  score: number | null;
+  candidates: Candidate[];
+  review: ('confirmed' | 'rejected') | null;
+}
+export interface ResultsQueryParams {
+  car_id?: string | null;
+  decision?: ('ambiguous' | 'match' | 'unknown') | null;
+  min_score?: number | null;
+  review?: ('confirmed' | 'pending' | 'rejected') | null;
+  limit?: number;
+  offset?: number;
+}
+export interface ResultsQueryResult {
+  detections: ResultDetection[];
+  total: number;
+}
+export interface ReviewParams {
+  detection_id: number;
+  /**
+   * confirm: the right car (default: the matched one); reject: ignored.
+   */
+  car_id?: string | null;
+  /**
+   * confirm: also enroll this crop as a reference of the car.
+   */
+  add_as_reference?: boolean;
+}
+export interface ReviewResult {
+  detection: ResultDetection;
+  reference?: Reference | null;
+}
+export interface TagFailure {
+  path: string;
+  code: number;
+  message: string;
+}
+export interface TagParams {
+  /**
+   * Send `$/progress` notifications for this request.
+   */
+  progress?: boolean;
+  /**
+   * Candidates reported per vehicle.
+   */
+  top_k?: number;
+  /**
+   * Lowest similarity for a match; default: the calibrated one.
+   */
+  threshold?: number | null;
+  /**
+   * Lead over the runner-up a match needs; default: the calibrated one.
+   */
+  margin?: number | null;
+  /**
+   * Lowest detector score considered.
+   */
+  min_score?: number;
+  /**
+   * Photos and folders (folders are walked).
+   *
+   * @minItems 1
+   */
+  paths: [string, ...string[]];
+  recursive?: boolean;
+  /**
+   * Tag again photos already tagged with the same models.
+   */
+  rescan?: boolean;
+}
+export interface TagResult {
+  total: number;
+  tagged: number;
+  /**
+   * Already tagged with the same models (same content hash).
+   */
+  skipped: number;
+  failed: TagFailure[];
+  matched: number;
+  ambiguous: number;
+  unknown: number;
+}
 
 /** Every request method: its params and result types. */
 export interface Methods {
@@ -136,6 +426,19 @@ export interface Methods {
   '$/cancelRequest': { params: CancelParams; result: null };
   'detect': { params: DetectParams; result: DetectResult };
   'embed': { params: EmbedParams; result: EmbedResult };
+  'enroll': { params: EnrollParams; result: EnrollResult };
+  'cars.update': { params: CarUpdateParams; result: Car };
+  'cars.remove': { params: CarIdParams; result: Removed };
+  'cars.merge': { params: CarsMergeParams; result: Car };
+  'references.remove': { params: ReferenceIdParams; result: Removed };
+  'cars.list': { params: null; result: CarsListResult };
+  'cars.get': { params: CarIdParams; result: CarDetail };
+  'identify': { params: IdentifyParams; result: IdentifyResult };
+  'tag': { params: TagParams; result: TagResult };
+  'results.query': { params: ResultsQueryParams; result: ResultsQueryResult };
+  'results.confirm': { params: ReviewParams; result: ReviewResult };
+  'results.reject': { params: ReviewParams; result: ReviewResult };
+  'export': { params: ExportParams; result: ExportResult };
 }
 
 /** Notifications the sidecar sends. */
@@ -154,5 +457,8 @@ export const ErrorCode = {
   ImageTooLarge: -32002,
   MmapOutOfRange: -32003,
   ModelMissing: -32004,
+  LibraryInUse: -32005,
+  LibraryNotOpen: -32006,
+  NotFound: -32007,
   RequestCancelled: -32800,
 } as const;

@@ -25,6 +25,9 @@ ERROR_DOCS: dict[type[errors.RpcError], str] = {
     errors.ImageTooLarge: "The image exceeds `max_image_pixels` (see `initialize`) or the file-size limit; refused before decoding.",
     errors.MmapOutOfRange: "The mmap `offset + length` lies beyond the file, or raw pixels' shape does not match `length`.",
     errors.ModelMissing: "A model the method needs is missing or fails its sha256 check; `data.build` says how to build it.",
+    errors.LibraryInUse: "Another liveryid process has the library open for writing.",
+    errors.LibraryNotOpen: "The method needs a library: send `initialize` with `library` first.",
+    errors.NotFound: "No car, reference or detection with that id; `data` names it.",
     errors.RequestCancelled: "The request was cancelled by `$/cancelRequest` (LSP's RequestCancelled code).",
 }
 

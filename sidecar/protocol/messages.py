@@ -97,6 +97,10 @@ class InitializeParams(Message):
     client_name: str | None = None
     client_version: str | None = None
     protocol_version: str | None = None
+    library: Annotated[
+        str | None,
+        Meta(description="Folder of the library to open (created if absent); needed by enroll, identify, tag and the rest."),
+    ] = None
 
 
 class ModelInfo(Message):
@@ -118,12 +122,20 @@ class Capabilities(Message):
     max_image_pixels: int
 
 
+class LibraryInfo(Message):
+    path: str
+    cars: int
+    references: int
+    index_rebuilt: Annotated[bool, Meta(description="The reference index was missing or stale and was rebuilt from the database.")]
+
+
 class InitializeResult(Message):
     server_name: str
     server_version: str
     protocol_version: str
     models: list[ModelInfo]
     capabilities: Capabilities
+    library: LibraryInfo | None = None
 
 
 class PingResult(Message):
@@ -189,3 +201,208 @@ def decode_error_path(error: msgspec.ValidationError) -> str:
         path += location.rstrip("`")
     missing = re.search(r"missing required field `(\w+)`", text)
     return f"{path}.{missing.group(1)}" if missing else path
+
+
+# --- library: cars and references ---------------------------------------------
+
+# Free metadata of a car (class, car model, colours, ...): any JSON object.
+Metadata = Annotated[dict[str, Any], Meta(extra_json_schema={"additionalProperties": True})]
+
+
+class CarFields(Message):
+    """A car's descriptive fields; on an existing car, only the fields given change."""
+
+    id: Annotated[str | UnsetType, Meta(description="Existing car to extend, or the id for a new one (generated if absent).")] = UNSET
+    label: str | UnsetType = UNSET
+    number: str | None | UnsetType = UNSET
+    team: str | None | UnsetType = UNSET
+    driver: str | None | UnsetType = UNSET
+    meta: Metadata | UnsetType = UNSET
+
+
+class Car(Message):
+    id: str
+    label: str
+    number: str | None
+    team: str | None
+    driver: str | None
+    meta: Metadata
+    references: Annotated[int, Meta(description="Number of reference images.")]
+
+
+class Reference(Message):
+    id: int
+    car_id: str
+    source: str
+    box: Box
+    quality: Annotated[float, Meta(description="Detector score of the reference box; 1 for a box the user gave, 0 for a whole image.")]
+    added_at: float
+
+
+class EnrollParams(RequestParams, kw_only=True):
+    car: CarFields
+    images: Annotated[list[ImageRef], Meta(min_length=1)]
+    boxes: Annotated[
+        list[Box | None] | None,
+        Meta(description="One box per image (null: detect it). Without boxes the dominant vehicle of each image is used."),
+    ] = None
+
+
+class EnrollWarning(Message):
+    image: Annotated[int, Meta(description="Index into `images`.")]
+    problem: Literal["no_vehicle", "several_vehicles"]
+    message: str
+    boxes: list[Box] = []
+
+
+class EnrollResult(Message):
+    car: Car
+    references: list[Reference]
+    warnings: list[EnrollWarning]
+
+
+class CarUpdateParams(Message):
+    id: str
+    label: str | UnsetType = UNSET
+    number: str | None | UnsetType = UNSET
+    team: str | None | UnsetType = UNSET
+    driver: str | None | UnsetType = UNSET
+    meta: Metadata | UnsetType = UNSET
+
+
+class CarIdParams(Message):
+    id: str
+
+
+class CarsMergeParams(Message):
+    into: str
+    sources: Annotated[list[str], Meta(min_length=1, description="Cars whose references and results move into `into`; they are then removed.")]
+
+
+class ReferenceIdParams(Message):
+    id: int
+
+
+class CarsListResult(Message):
+    cars: list[Car]
+
+
+class CarDetail(Message):
+    car: Car
+    references: list[Reference]
+
+
+class Removed(Message):
+    removed: str
+
+
+# --- identification ----------------------------------------------------------------
+
+Decision = Literal["match", "ambiguous", "unknown"]
+
+
+class MatchOptions(RequestParams, kw_only=True):
+    top_k: Annotated[int, Meta(ge=1, le=100, description="Candidates reported per vehicle.")] = 5
+    threshold: Annotated[float | None, Meta(description="Lowest similarity for a match; default: the calibrated one.")] = None
+    margin: Annotated[float | None, Meta(description="Lead over the runner-up a match needs; default: the calibrated one.")] = None
+    min_score: Annotated[float, Meta(ge=0.0, le=1.0, description="Lowest detector score considered.")] = 0.3
+
+
+class IdentifyParams(MatchOptions, kw_only=True):
+    image: ImageRef
+
+
+class Candidate(Message):
+    car_id: str
+    label: str
+    score: float
+
+
+class IdentifiedVehicle(Message):
+    box: Box
+    detector_score: float
+    label: str
+    decision: Decision
+    car_id: str | None
+    score: Annotated[float | None, Meta(description="Similarity of the best car (match or ambiguous).")]
+    candidates: list[Candidate]
+
+
+class IdentifyResult(Message):
+    vehicles: list[IdentifiedVehicle]
+    width: int
+    height: int
+
+
+class TagParams(MatchOptions, kw_only=True):
+    paths: Annotated[list[str], Meta(min_length=1, description="Photos and folders (folders are walked).")]
+    recursive: bool = True
+    rescan: Annotated[bool, Meta(description="Tag again photos already tagged with the same models.")] = False
+
+
+class TagFailure(Message):
+    path: str
+    code: int
+    message: str
+
+
+class TagResult(Message):
+    total: int
+    tagged: int
+    skipped: Annotated[int, Meta(description="Already tagged with the same models (same content hash).")]
+    failed: list[TagFailure]
+    matched: int
+    ambiguous: int
+    unknown: int
+
+
+class ResultsQueryParams(Message):
+    car_id: str | None = None
+    decision: Decision | None = None
+    min_score: float | None = None
+    review: Literal["pending", "confirmed", "rejected"] | None = None
+    limit: Annotated[int, Meta(ge=1, le=10000)] = 500
+    offset: Annotated[int, Meta(ge=0)] = 0
+
+
+class ResultDetection(Message):
+    detection_id: int
+    photo_id: int
+    path: str
+    box: Box
+    detector_score: float
+    label: str
+    decision: Decision
+    car_id: str | None
+    score: float | None
+    candidates: list[Candidate]
+    review: Literal["confirmed", "rejected"] | None
+
+
+class ResultsQueryResult(Message):
+    detections: list[ResultDetection]
+    total: int
+
+
+class ReviewParams(Message):
+    detection_id: int
+    car_id: Annotated[str | None, Meta(description="confirm: the right car (default: the matched one); reject: ignored.")] = None
+    add_as_reference: Annotated[bool, Meta(description="confirm: also enroll this crop as a reference of the car.")] = False
+
+
+class ReviewResult(Message):
+    detection: ResultDetection
+    reference: Reference | None = None
+
+
+class ExportParams(Message):
+    format: Literal["csv", "json", "xmp"]
+    output: Annotated[str | None, Meta(description="csv/json: the file to write (default: export.<format> in the library).")] = None
+    overwrite: Annotated[bool, Meta(description="xmp: replace .xmp files that already exist beside photos (default: skip them).")] = False
+
+
+class ExportResult(Message):
+    format: str
+    files: list[str]
+    skipped: list[str]
+    rows: int

@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sidecar.protocol.messages import (
-    CancelParams, DetectParams, DetectResult, EmbedParams, EmbedResult, InitializeParams, InitializeResult,
-    PingResult, ProgressParams,
+    CancelParams, Car, CarDetail, CarIdParams, CarsListResult, CarsMergeParams, CarUpdateParams, DetectParams,
+    DetectResult, EmbedParams, EmbedResult, EnrollParams, EnrollResult, ExportParams, ExportResult, IdentifyParams,
+    IdentifyResult, InitializeParams, InitializeResult, PingResult, ProgressParams, ReferenceIdParams, Removed,
+    ResultsQueryParams, ResultsQueryResult, ReviewParams, ReviewResult, TagParams, TagResult,
 )
 
 
@@ -40,6 +42,25 @@ METHODS: dict[str, MethodSpec] = {
                    "Find the vehicles in an image: boxes in original-image pixels, best first."),
         MethodSpec("embed", EmbedParams, EmbedResult,
                    "Appearance embedding of an image region (L2-normalised float32)."),
+        MethodSpec("enroll", EnrollParams, EnrollResult,
+                   "Create a car, or add references to one, from reference images (the dominant vehicle unless boxes are given)."),
+        MethodSpec("cars.update", CarUpdateParams, Car, "Change a car's label, number, team, driver or metadata."),
+        MethodSpec("cars.remove", CarIdParams, Removed, "Remove a car and its references; its results become unmatched."),
+        MethodSpec("cars.merge", CarsMergeParams, Car, "Move the references and results of `sources` into `into`, then remove them."),
+        MethodSpec("references.remove", ReferenceIdParams, Removed, "Remove one reference image of a car."),
+        MethodSpec("cars.list", None, CarsListResult, "Every enrolled car."),
+        MethodSpec("cars.get", CarIdParams, CarDetail, "One car and its references."),
+        MethodSpec("identify", IdentifyParams, IdentifyResult,
+                   "Detect the vehicles of an image and name each: match, ambiguous or unknown, with candidates."),
+        MethodSpec("tag", TagParams, TagResult,
+                   "Identify every photo of folders or lists, storing results; photos already tagged are skipped."),
+        MethodSpec("results.query", ResultsQueryParams, ResultsQueryResult,
+                   "Stored detections by car, decision, score or review state."),
+        MethodSpec("results.confirm", ReviewParams, ReviewResult,
+                   "The user confirms a detection's car (optionally adding its crop as a reference)."),
+        MethodSpec("results.reject", ReviewParams, ReviewResult, "The user rejects a detection's match."),
+        MethodSpec("export", ExportParams, ExportResult,
+                   "Write the results as CSV or JSON, or as XMP sidecar files beside the photos."),
     )
 }
 

@@ -15,6 +15,7 @@ from sidecar.protocol.messages import ImageRef, MmapImage
 from sidecar.stages.imagesize import header_size
 
 IMAGE_FORMATS = ["jpeg", "png", "webp", "tiff"]
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff"}
 
 # raw channel order -> (channels, conversion to BGR)
 _RAW_LAYOUTS: dict[str, tuple[int, int | None]] = {
@@ -37,10 +38,10 @@ def load_image(ref: ImageRef, limits: ImageLimits) -> np.ndarray:
     if ref.mmap is not None:
         return _load_mmap(ref.mmap, limits)
     assert ref.path is not None
-    return decode_bytes(_read_file(ref.path, limits), ref.path, limits)
+    return decode_bytes(read_file(ref.path, limits), ref.path, limits)
 
 
-def _read_file(path: str, limits: ImageLimits) -> bytes:
+def read_file(path: str, limits: ImageLimits) -> bytes:
     try:
         size = os.path.getsize(path)
         if size > limits.max_file_bytes:

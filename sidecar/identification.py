@@ -1,0 +1,283 @@
+"""The library methods: enroll cars, identify the vehicles of a photo, tag a
+whole event, and review the results. Composes the stages (decode, detect,
+embed, match) with the library (store, index)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from sidecar.engine import Engine
+from sidecar.errors import InvalidParams, NotFound, RpcError
+from sidecar.library.store import CarRow, DetectionRow, ReferenceRow
+from sidecar.protocol.endpoint import RequestContext
+from sidecar.protocol.messages import (
+    Candidate, Car, CarDetail, CarIdParams, CarsListResult, CarsMergeParams, CarUpdateParams, EnrollParams,
+    EnrollResult, EnrollWarning, IdentifiedVehicle, IdentifyParams, IdentifyResult, ImageRef, MatchOptions,
+    Reference, ReferenceIdParams, Removed, ResultDetection, ResultsQueryParams, ResultsQueryResult, ReviewParams,
+    ReviewResult, TagFailure, TagParams, TagResult,
+)
+from sidecar.stages.decode import IMAGE_SUFFIXES, decode_bytes, load_image, read_file
+from sidecar.stages.detect import Detections
+from sidecar.stages.embed import crop
+from sidecar.stages.match import MatchPolicy, Verdict, car_scores, decide
+
+log = logging.getLogger(__name__)
+
+# Calibrated with `liveryid eval` (docs/accuracy.md): similarity a match
+# needs, and its lead over the runner-up.
+DEFAULT_THRESHOLD = 0.75
+DEFAULT_MARGIN = 0.03
+# A second vehicle this close to the dominant one (area x score) makes the
+# reference photo's subject uncertain.
+SEVERAL_VEHICLES_RATIO = 0.5
+ENROLL_MIN_SCORE = 0.2
+CAR_FIELDS = ("label", "number", "team", "driver", "meta")
+
+
+class Identification:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # --- cars ----------------------------------------------------------------
+
+    def enroll(self, params: EnrollParams, context: RequestContext) -> EnrollResult:
+        library = self.engine.library()
+        if params.boxes is not None and len(params.boxes) != len(params.images):
+            raise InvalidParams("`boxes` needs one entry per image", {"field": "params.boxes"})
+        entries, warnings = [], []
+        for index, image_ref in enumerate(params.images):
+            context.progress(index, len(params.images), "reference")
+            image = load_image(image_ref, self.engine.limits)
+            given = params.boxes[index] if params.boxes is not None else None
+            box, quality, warning = self._reference_box(image, given, index)
+            if warning is not None:
+                warnings.append(warning)
+            vector = self.engine.embedder()([crop(image, box)])[0]
+            entries.append((_source(image_ref), box, vector, quality))
+        context.progress(len(params.images), len(params.images), "store")
+        fields = {f: getattr(params.car, f) for f in CAR_FIELDS if getattr(params.car, f) is not msgspec.UNSET}
+        car_id = params.car.id if params.car.id is not msgspec.UNSET else None
+        car, references = library.enroll(car_id, fields, entries)
+        return EnrollResult(car=_car(car), references=[_reference(r) for r in references], warnings=warnings)
+
+    def _reference_box(self, image: np.ndarray, given: list[float] | None, index: int) -> tuple[list[float], float, EnrollWarning | None]:
+        height, width = image.shape[:2]
+        if given is not None:
+            return given, 1.0, None
+        found = self.engine.detector()(image, ENROLL_MIN_SCORE, self.engine.vehicle_classes(None))
+        if len(found) == 0:
+            whole = [0.0, 0.0, float(width), float(height)]
+            return whole, 0.0, EnrollWarning(
+                image=index, problem="no_vehicle", message="no vehicle found: the whole image is the reference")
+        weight = found.scores * (found.boxes[:, 2] - found.boxes[:, 0]) * (found.boxes[:, 3] - found.boxes[:, 1])
+        order = np.argsort(-weight)
+        best = found.boxes[order[0]].astype(float).round(1).tolist()
+        rivals = [i for i in order[1:] if weight[i] >= SEVERAL_VEHICLES_RATIO * weight[order[0]]]
+        warning = None
+        if rivals:
+            warning = EnrollWarning(
+                image=index, problem="several_vehicles",
+                message=f"{len(rivals) + 1} vehicles of similar size: the largest, most certain one is the reference",
+                boxes=[found.boxes[i].astype(float).round(1).tolist() for i in (order[0], *rivals)],
+            )
+        return best, round(float(found.scores[order[0]]), 4), warning
+
+    def cars_update(self, params: CarUpdateParams, context: RequestContext) -> Car:
+        fields = {f: getattr(params, f) for f in CAR_FIELDS if getattr(params, f) is not msgspec.UNSET}
+        return _car(self.engine.library().update_car(params.id, fields))
+
+    def cars_remove(self, params: CarIdParams, context: RequestContext) -> Removed:
+        self.engine.library().remove_car(params.id)
+        return Removed(removed=params.id)
+
+    def cars_merge(self, params: CarsMergeParams, context: RequestContext) -> Car:
+        return _car(self.engine.library().merge(params.into, params.sources))
+
+    def references_remove(self, params: ReferenceIdParams, context: RequestContext) -> Removed:
+        return Removed(removed=self.engine.library().remove_reference(params.id))
+
+    def cars_list(self, params: None, context: RequestContext) -> CarsListResult:
+        return CarsListResult(cars=[_car(c) for c in self.engine.library().store.cars()])
+
+    def cars_get(self, params: CarIdParams, context: RequestContext) -> CarDetail:
+        library = self.engine.library()
+        car = library.require_car(params.id)
+        return CarDetail(car=_car(car), references=[_reference(r) for r in library.store.references(car.id)])
+
+    # --- identification --------------------------------------------------------
+
+    def _policy(self, options: MatchOptions) -> MatchPolicy:
+        return MatchPolicy(
+            threshold=DEFAULT_THRESHOLD if options.threshold is None else options.threshold,
+            margin=DEFAULT_MARGIN if options.margin is None else options.margin,
+            top_k=options.top_k,
+        )
+
+    def _identify_image(self, image: np.ndarray, options: MatchOptions) -> tuple[Detections, np.ndarray, list[Verdict]]:
+        library = self.engine.library()
+        found = self.engine.detector()(image, options.min_score, self.engine.vehicle_classes(None))
+        vectors = self.engine.embedder()([crop(image, box) for box in found.boxes])
+        # Enough neighbours that top_k distinct cars survive when each has several references.
+        reference_ids, similarities = library.index.search(vectors, count=max(50, 10 * options.top_k))
+        policy = self._policy(options)
+        verdicts = [decide(car_scores(ids, sims, library.car_of), policy) for ids, sims in zip(reference_ids, similarities)]
+        return found, vectors, verdicts
+
+    def identify(self, params: IdentifyParams, context: RequestContext) -> IdentifyResult:
+        self.engine.library()  # fail before decoding when no library is open
+        context.progress(0, 2, "decode")
+        image = load_image(params.image, self.engine.limits)
+        context.progress(1, 2, "identify")
+        found, _, verdicts = self._identify_image(image, params)
+        labels = self._labels()
+        return IdentifyResult(
+            vehicles=[self._vehicle(found, i, verdict, labels) for i, verdict in enumerate(verdicts)],
+            width=image.shape[1], height=image.shape[0],
+        )
+
+    def _labels(self) -> dict[str, str]:
+        return {car.id: car.label for car in self.engine.library().store.cars()}
+
+    def _vehicle(self, found: Detections, i: int, verdict: Verdict, labels: dict[str, str]) -> IdentifiedVehicle:
+        return IdentifiedVehicle(
+            box=found.boxes[i].astype(float).round(1).tolist(),
+            detector_score=round(float(found.scores[i]), 4),
+            label=self.engine.detector().spec.classes[int(found.class_ids[i])],
+            decision=verdict.decision, car_id=verdict.car_id, score=verdict.score,
+            candidates=[Candidate(car_id=c.car_id, label=labels.get(c.car_id, ""), score=c.score) for c in verdict.candidates],
+        )
+
+    # --- tagging an event --------------------------------------------------------
+
+    def tag(self, params: TagParams, context: RequestContext) -> TagResult:
+        library = self.engine.library()
+        photos = sorted(set(_expand(params.paths, params.recursive)))
+        models = self.engine.models_key()
+        counts = {"match": 0, "ambiguous": 0, "unknown": 0}
+        tagged = skipped = 0
+        failed: list[TagFailure] = []
+        started = time.monotonic()
+        for done, path in enumerate(photos):
+            context.progress(done, len(photos), _eta(done, len(photos), started))
+            try:
+                data = read_file(str(path), self.engine.limits)
+                content_hash = hashlib.sha256(data).hexdigest()
+                if not params.rescan and library.store.photo_done(content_hash, models):
+                    skipped += 1
+                    continue
+                image = decode_bytes(data, str(path), self.engine.limits)
+                found, vectors, verdicts = self._identify_image(image, params)
+            except RpcError as exc:
+                failed.append(TagFailure(path=str(path), code=exc.code, message=exc.message))
+                continue
+            detections = []
+            for i, verdict in enumerate(verdicts):
+                counts[verdict.decision] += 1
+                detections.append({
+                    "box": found.boxes[i].astype(float).round(1).tolist(),
+                    "detector_score": round(float(found.scores[i]), 4),
+                    "label": self.engine.detector().spec.classes[int(found.class_ids[i])],
+                    "decision": verdict.decision, "car_id": verdict.car_id, "score": verdict.score,
+                    "candidates": [{"car_id": c.car_id, "score": c.score} for c in verdict.candidates],
+                    "embedding": vectors[i],
+                })
+            library.store.save_photo(str(path), content_hash, models, image.shape[1], image.shape[0], detections)
+            tagged += 1
+        context.progress(len(photos), len(photos), "done")
+        return TagResult(
+            total=len(photos), tagged=tagged, skipped=skipped, failed=failed,
+            matched=counts["match"], ambiguous=counts["ambiguous"], unknown=counts["unknown"],
+        )
+
+    # --- results and review --------------------------------------------------------
+
+    def results_query(self, params: ResultsQueryParams, context: RequestContext) -> ResultsQueryResult:
+        rows, total = self.engine.library().store.query_detections(
+            params.car_id, params.decision, params.min_score, params.review, params.limit, params.offset)
+        labels = self._labels()
+        return ResultsQueryResult(detections=[_result(r, labels) for r in rows], total=total)
+
+    def results_confirm(self, params: ReviewParams, context: RequestContext) -> ReviewResult:
+        library = self.engine.library()
+        row, embedding = self._detection(params.detection_id)
+        car_id = params.car_id or row.car_id
+        if car_id is None:
+            raise InvalidParams("this detection matched no car: say which car it is", {"field": "params.car_id"})
+        library.require_car(car_id)
+        library.store.review(row.id, "confirmed", car_id)
+        reference = None
+        if params.add_as_reference:
+            _, (added,) = library.enroll(car_id, {}, [(f"{row.path}#detection={row.id}", row.box, embedding, row.detector_score)])
+            reference = _reference(added)
+        confirmed, _ = self._detection(row.id)
+        return ReviewResult(detection=_result(confirmed, self._labels()), reference=reference)
+
+    def results_reject(self, params: ReviewParams, context: RequestContext) -> ReviewResult:
+        row, _ = self._detection(params.detection_id)
+        self.engine.library().store.review(row.id, "rejected", None)
+        rejected, _ = self._detection(row.id)
+        return ReviewResult(detection=_result(rejected, self._labels()))
+
+    def _detection(self, detection_id: int) -> tuple[DetectionRow, np.ndarray]:
+        found = self.engine.library().store.detection(detection_id)
+        if found is None:
+            raise NotFound(f"no detection {detection_id}", {"detection": detection_id})
+        return found
+
+    def handlers(self) -> dict[str, Callable[[Any, RequestContext], Any]]:
+        return {
+            "enroll": self.enroll, "cars.update": self.cars_update, "cars.remove": self.cars_remove,
+            "cars.merge": self.cars_merge, "references.remove": self.references_remove, "cars.list": self.cars_list,
+            "cars.get": self.cars_get, "identify": self.identify, "tag": self.tag, "results.query": self.results_query,
+            "results.confirm": self.results_confirm, "results.reject": self.results_reject,
+        }
+
+
+def _expand(paths: list[str], recursive: bool) -> Iterator[Path]:
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            walker = path.rglob("*") if recursive else path.glob("*")
+            yield from (p for p in walker if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        else:
+            yield path  # a missing file is reported per photo, not for the whole run
+
+
+def _eta(done: int, total: int, started: float) -> str:
+    if done == 0:
+        return "tagging"
+    rate = done / max(time.monotonic() - started, 1e-6)
+    return f"tagging {rate:.1f} photos/s, about {(total - done) / rate:.0f} s left"
+
+
+def _source(ref: ImageRef) -> str:
+    return ref.path if ref.path is not None else f"mmap:{ref.mmap.path}@{ref.mmap.offset}"  # type: ignore[union-attr]
+
+
+def _car(row: CarRow) -> Car:
+    return Car(id=row.id, label=row.label, number=row.number, team=row.team, driver=row.driver, meta=row.meta,
+               references=row.references)
+
+
+def _reference(row: ReferenceRow) -> Reference:
+    return Reference(id=row.id, car_id=row.car_id, source=row.source, box=row.box, quality=row.quality,
+                     added_at=row.added_at)
+
+
+def _result(row: DetectionRow, labels: dict[str, str]) -> ResultDetection:
+    return ResultDetection(
+        detection_id=row.id, photo_id=row.photo_id, path=row.path, box=row.box, detector_score=row.detector_score,
+        label=row.label, decision=row.decision, car_id=row.car_id, score=row.score,  # type: ignore[arg-type]
+        candidates=[Candidate(car_id=c["car_id"], label=labels.get(c["car_id"], ""), score=c["score"]) for c in row.candidates],
+        review=row.review,  # type: ignore[arg-type]
+    )
+
+

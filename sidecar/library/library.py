@@ -1,0 +1,109 @@
+"""A library folder: the database, the reference index of the active
+embedder, and the writer lock, opened and kept consistent together."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sidecar.errors import InvalidParams, NotFound
+from sidecar.library.index import ReferenceIndex
+from sidecar.library.lock import LibraryLock
+from sidecar.library.store import CarRow, ReferenceRow, Store
+
+log = logging.getLogger(__name__)
+DATABASE = "library.sqlite"
+
+
+class Library:
+    def __init__(self, folder: Path, model: str, dim: int) -> None:
+        self.folder = folder
+        self.model = model
+        self.dim = dim
+        folder.mkdir(parents=True, exist_ok=True)
+        self._lock = LibraryLock(folder)
+        self._lock.acquire()
+        try:
+            self.store = Store(folder / DATABASE)
+            self.index = ReferenceIndex(folder, model, dim)
+            ids, cars, vectors = self.store.reference_vectors(model, dim)
+            self.index.open(ids, vectors)
+            self._ref_cars = dict(zip(ids.tolist(), cars))
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def close(self) -> None:
+        self.store.close()
+        self._lock.release()
+
+    # --- writes: the database first (the truth), then the index ----------------
+
+    def enroll(
+        self, car_id: str | None, fields: dict[str, Any],
+        entries: list[tuple[str, list[float], np.ndarray, float]],
+    ) -> tuple[CarRow, list[ReferenceRow]]:
+        """Create or extend a car with references, atomically."""
+        car_id = car_id or f"car-{uuid.uuid4().hex[:10]}"
+        if self.store.car(car_id) is None and not fields.get("label"):
+            raise InvalidParams("a new car needs a label", {"field": "params.car.label"})
+        with self.store.transaction() as db:
+            car = self.store.save_car(db, car_id, fields)
+            references = self.store.add_references(db, car_id, self.model, entries)
+        if references:
+            self.index.add(np.array([r.id for r in references], np.uint64), np.stack([e[2] for e in entries]))
+            self._ref_cars.update({r.id: car_id for r in references})
+            self._save_index()
+        return self.store.car(car_id) or car, references
+
+    def update_car(self, car_id: str, fields: dict[str, Any]) -> CarRow:
+        self.require_car(car_id)
+        with self.store.transaction() as db:
+            return self.store.save_car(db, car_id, fields)
+
+    def remove_car(self, car_id: str) -> None:
+        references = [r.id for r in self.store.references(self.require_car(car_id).id) if r.model == self.model]
+        self.store.remove_car(car_id)
+        self._forget(references)
+
+    def merge(self, into: str, sources: list[str]) -> CarRow:
+        for car_id in (into, *sources):
+            self.require_car(car_id)
+        if into in sources:
+            raise InvalidParams("a car cannot be merged into itself", {"field": "params.sources"})
+        self.store.merge_cars(into, sources)
+        self._ref_cars.update({ref: into for ref, car in self._ref_cars.items() if car in sources})
+        return self.require_car(into)
+
+    def remove_reference(self, reference_id: int) -> str:
+        car_id = self.store.remove_reference(reference_id)
+        if car_id is None:
+            raise NotFound(f"no reference {reference_id}", {"reference": reference_id})
+        if reference_id in self._ref_cars:
+            self._forget([reference_id])
+        return car_id
+
+    def _forget(self, reference_ids: list[int]) -> None:
+        if reference_ids:
+            self.index.remove(reference_ids)
+            for ref in reference_ids:
+                self._ref_cars.pop(ref, None)
+            self._save_index()
+
+    def _save_index(self) -> None:
+        self.index.save(np.array(sorted(self._ref_cars), np.uint64))
+
+    # --- reads -----------------------------------------------------------------
+
+    def require_car(self, car_id: str) -> CarRow:
+        car = self.store.car(car_id)
+        if car is None:
+            raise NotFound(f"no car with id {car_id!r}", {"car": car_id})
+        return car
+
+    def car_of(self, reference_id: int) -> str:
+        return self._ref_cars[reference_id]

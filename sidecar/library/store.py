@@ -1,0 +1,305 @@
+"""The library database: cars, their reference embeddings, tagged photos and
+their detections. SQLite in WAL mode; every public write is one transaction,
+so a crash at any moment leaves everything committed before it."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS cars (
+    id TEXT PRIMARY KEY,
+    label TEXT NOT NULL,
+    number TEXT,
+    team TEXT,
+    driver TEXT,
+    meta TEXT NOT NULL DEFAULT '{}',
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS refs (
+    id INTEGER PRIMARY KEY,
+    car_id TEXT NOT NULL REFERENCES cars(id) ON DELETE CASCADE,
+    source TEXT NOT NULL,
+    box TEXT NOT NULL,
+    model TEXT NOT NULL,
+    embedding BLOB NOT NULL,
+    quality REAL NOT NULL,
+    added_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS refs_by_model ON refs(model, id);
+CREATE TABLE IF NOT EXISTS photos (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    models TEXT NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    tagged_at REAL NOT NULL,
+    UNIQUE (content_hash, models)
+);
+CREATE TABLE IF NOT EXISTS detections (
+    id INTEGER PRIMARY KEY,
+    photo_id INTEGER NOT NULL REFERENCES photos(id) ON DELETE CASCADE,
+    box TEXT NOT NULL,
+    detector_score REAL NOT NULL,
+    label TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    car_id TEXT REFERENCES cars(id) ON DELETE SET NULL,
+    score REAL,
+    candidates TEXT NOT NULL,
+    review TEXT,
+    embedding BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS detections_by_car ON detections(car_id);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class CarRow:
+    id: str
+    label: str
+    number: str | None
+    team: str | None
+    driver: str | None
+    meta: dict[str, Any]
+    references: int
+
+
+@dataclass(frozen=True)
+class ReferenceRow:
+    id: int
+    car_id: str
+    source: str
+    box: list[float]
+    model: str
+    quality: float
+    added_at: float
+
+
+@dataclass(frozen=True)
+class DetectionRow:
+    id: int
+    photo_id: int
+    path: str
+    box: list[float]
+    detector_score: float
+    label: str
+    decision: str
+    car_id: str | None
+    score: float | None
+    candidates: list[dict[str, Any]]
+    review: str | None
+
+
+def _blob(vector: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        # The sidecar's worker threads share this connection; sqlite3 calls
+        # are serialised by the writer lock below and by SQLite itself.
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._lock = threading.RLock()
+        self._db.executescript(SCHEMA)
+        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic write. Worker threads share the connection, so the
+        lock keeps one thread's statements out of another's transaction."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _rows(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, tuple(args)).fetchall()
+
+    # --- cars ----------------------------------------------------------------
+
+    def _car(self, db: sqlite3.Connection, car_id: str) -> CarRow | None:
+        row = db.execute(
+            "SELECT c.*, (SELECT COUNT(*) FROM refs r WHERE r.car_id = c.id) AS n FROM cars c WHERE c.id = ?", (car_id,)
+        ).fetchone()
+        return None if row is None else _car_row(row)
+
+    def car(self, car_id: str) -> CarRow | None:
+        with self._lock:
+            return self._car(self._db, car_id)
+
+    def cars(self) -> list[CarRow]:
+        rows = self._rows(
+            "SELECT c.*, (SELECT COUNT(*) FROM refs r WHERE r.car_id = c.id) AS n FROM cars c ORDER BY c.created_at, c.id"
+        )
+        return [_car_row(r) for r in rows]
+
+    def save_car(self, db: sqlite3.Connection, car_id: str, fields: dict[str, Any]) -> CarRow:
+        """Insert the car, or update the given fields of an existing one (inside a transaction)."""
+        existing = self._car(db, car_id)
+        if existing is None:
+            db.execute(
+                "INSERT INTO cars (id, label, number, team, driver, meta, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (car_id, fields["label"], fields.get("number"), fields.get("team"), fields.get("driver"),
+                 json.dumps(fields.get("meta") or {}), time.time()),
+            )
+        else:
+            for column in ("label", "number", "team", "driver"):
+                if column in fields:
+                    db.execute(f"UPDATE cars SET {column} = ? WHERE id = ?", (fields[column], car_id))
+            if "meta" in fields:
+                db.execute("UPDATE cars SET meta = ? WHERE id = ?", (json.dumps(fields["meta"] or {}), car_id))
+        car = self._car(db, car_id)
+        assert car is not None
+        return car
+
+    def add_references(
+        self, db: sqlite3.Connection, car_id: str, model: str,
+        entries: list[tuple[str, list[float], np.ndarray, float]],
+    ) -> list[ReferenceRow]:
+        """(source, box, embedding, quality) entries for one car (inside a transaction)."""
+        now = time.time()
+        rows = []
+        for source, box, embedding, quality in entries:
+            cursor = db.execute(
+                "INSERT INTO refs (car_id, source, box, model, embedding, quality, added_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (car_id, source, json.dumps(box), model, _blob(embedding), quality, now),
+            )
+            assert cursor.lastrowid is not None
+            rows.append(ReferenceRow(cursor.lastrowid, car_id, source, box, model, quality, now))
+        return rows
+
+    def remove_car(self, car_id: str) -> bool:
+        with self.transaction() as db:
+            return db.execute("DELETE FROM cars WHERE id = ?", (car_id,)).rowcount > 0
+
+    def merge_cars(self, into: str, sources: list[str]) -> None:
+        with self.transaction() as db:
+            for source in sources:
+                db.execute("UPDATE refs SET car_id = ? WHERE car_id = ?", (into, source))
+                db.execute("UPDATE detections SET car_id = ? WHERE car_id = ?", (into, source))
+                db.execute("DELETE FROM cars WHERE id = ?", (source,))
+
+    def remove_reference(self, reference_id: int) -> str | None:
+        """Deletes a reference; returns its car's id, or None if there was none."""
+        with self.transaction() as db:
+            row = db.execute("SELECT car_id FROM refs WHERE id = ?", (reference_id,)).fetchone()
+            if row is None:
+                return None
+            db.execute("DELETE FROM refs WHERE id = ?", (reference_id,))
+            return str(row["car_id"])
+
+    def references(self, car_id: str) -> list[ReferenceRow]:
+        rows = self._rows("SELECT * FROM refs WHERE car_id = ? ORDER BY id", (car_id,))
+        return [ReferenceRow(r["id"], r["car_id"], r["source"], json.loads(r["box"]), r["model"], r["quality"], r["added_at"])
+                for r in rows]
+
+    def reference_vectors(self, model: str, dim: int) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """(ids, car ids, (N, dim) embeddings) of every reference made by `model`."""
+        rows = self._rows("SELECT id, car_id, embedding FROM refs WHERE model = ? ORDER BY id", (model,))
+        ids = np.array([r["id"] for r in rows], dtype=np.uint64)
+        vectors = np.frombuffer(b"".join(r["embedding"] for r in rows), "<f4").reshape(len(rows), dim)
+        return ids, [r["car_id"] for r in rows], vectors
+
+    # --- tagged photos -------------------------------------------------------
+
+    def photo_done(self, content_hash: str, models: str) -> bool:
+        return bool(self._rows("SELECT 1 FROM photos WHERE content_hash = ? AND models = ?", (content_hash, models)))
+
+    def save_photo(
+        self, path: str, content_hash: str, models: str, width: int, height: int,
+        detections: list[dict[str, Any]],
+    ) -> int:
+        """One photo and its detections, replacing an earlier result for the same content and models."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM photos WHERE content_hash = ? AND models = ?", (content_hash, models))
+            cursor = db.execute(
+                "INSERT INTO photos (path, content_hash, models, width, height, tagged_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (path, content_hash, models, width, height, time.time()),
+            )
+            photo_id = cursor.lastrowid
+            assert photo_id is not None
+            for d in detections:
+                db.execute(
+                    "INSERT INTO detections (photo_id, box, detector_score, label, decision, car_id, score, candidates,"
+                    " embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (photo_id, json.dumps(d["box"]), d["detector_score"], d["label"], d["decision"], d["car_id"],
+                     d["score"], json.dumps(d["candidates"]), _blob(d["embedding"])),
+                )
+            return photo_id
+
+    def query_detections(
+        self, car_id: str | None, decision: str | None, min_score: float | None, review: str | None,
+        limit: int, offset: int,
+    ) -> tuple[list[DetectionRow], int]:
+        where, args = ["1 = 1"], []
+        for column, value in (("d.car_id", car_id), ("d.decision", decision)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if min_score is not None:
+            where.append("d.score >= ?")
+            args.append(min_score)
+        if review is not None:
+            where.append("d.review IS NULL" if review == "pending" else "d.review = ?")
+            args += [] if review == "pending" else [review]
+        clause = " AND ".join(where)
+        total = self._rows(f"SELECT COUNT(*) AS n FROM detections d WHERE {clause}", args)[0]["n"]
+        rows = self._rows(
+            f"SELECT d.*, p.path FROM detections d JOIN photos p ON p.id = d.photo_id WHERE {clause}"
+            " ORDER BY p.path, d.id LIMIT ? OFFSET ?",
+            [*args, limit, offset],
+        )
+        return [_detection_row(r) for r in rows], int(total)
+
+    def detection(self, detection_id: int) -> tuple[DetectionRow, np.ndarray] | None:
+        rows = self._rows(
+            "SELECT d.*, p.path FROM detections d JOIN photos p ON p.id = d.photo_id WHERE d.id = ?", (detection_id,)
+        )
+        if not rows:
+            return None
+        return _detection_row(rows[0]), np.frombuffer(rows[0]["embedding"], "<f4").copy()
+
+    def review(self, detection_id: int, state: str, car_id: str | None) -> None:
+        with self.transaction() as db:
+            if state == "confirmed":
+                db.execute("UPDATE detections SET review = ?, car_id = ?, decision = 'match' WHERE id = ?",
+                           (state, car_id, detection_id))
+            else:
+                db.execute("UPDATE detections SET review = ? WHERE id = ?", (state, detection_id))
+
+
+def _car_row(row: sqlite3.Row) -> CarRow:
+    return CarRow(row["id"], row["label"], row["number"], row["team"], row["driver"], json.loads(row["meta"]), row["n"])
+
+
+def _detection_row(row: sqlite3.Row) -> DetectionRow:
+    return DetectionRow(
+        row["id"], row["photo_id"], row["path"], json.loads(row["box"]), row["detector_score"], row["label"],
+        row["decision"], row["car_id"], row["score"], json.loads(row["candidates"]), row["review"],
+    )

@@ -1,0 +1,141 @@
+"""The library without models: store, index and lock, with synthetic vectors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sidecar.errors import InvalidParams, LibraryInUse, NotFound
+from sidecar.library.library import Library
+from sidecar.stages.match import CarScore, MatchPolicy, car_scores, decide
+
+DIM = 8
+
+
+def unit(seed: int) -> np.ndarray:
+    vector = np.random.default_rng(seed).normal(size=DIM).astype(np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+def entries(*seeds: int) -> list[tuple[str, list[float], np.ndarray, float]]:
+    return [(f"ref{s}.jpg", [0.0, 0.0, 10.0, 10.0], unit(s), 0.9) for s in seeds]
+
+
+def nearest_car(library: Library, query: np.ndarray) -> str:
+    ids, sims = library.index.search(query[None], 10)
+    return car_scores(ids[0], sims[0], library.car_of)[0].car_id
+
+
+def test_enroll_extend_update_merge_and_remove(tmp_path: Path) -> None:
+    library = Library(tmp_path, "m", DIM)
+    try:
+        red, refs = library.enroll("red", {"label": "#1 Red", "team": "R"}, entries(1, 2))
+        assert red.references == 2 and [r.car_id for r in refs] == ["red", "red"]
+        blue, _ = library.enroll(None, {"label": "#2 Blue"}, entries(3))
+        assert blue.id.startswith("car-")
+        assert nearest_car(library, unit(3)) == blue.id
+        extended, _ = library.enroll("red", {}, entries(4))
+        assert extended.references == 3 and extended.label == "#1 Red"
+        assert library.update_car("red", {"number": "1"}).number == "1"
+        merged = library.merge("red", [blue.id])
+        assert merged.references == 4 and nearest_car(library, unit(3)) == "red"
+        with pytest.raises(NotFound):
+            library.require_car(blue.id)
+        library.remove_reference(refs[0].id)
+        assert library.require_car("red").references == 3
+        library.remove_car("red")
+        assert library.store.cars() == [] and len(library.index) == 0
+    finally:
+        library.close()
+
+
+def test_invalid_library_operations_are_named(tmp_path: Path) -> None:
+    library = Library(tmp_path, "m", DIM)
+    try:
+        with pytest.raises(InvalidParams):
+            library.enroll("new", {}, entries(1))  # a new car needs a label
+        library.enroll("a", {"label": "A"}, entries(1))
+        with pytest.raises(InvalidParams):
+            library.merge("a", ["a"])
+        with pytest.raises(NotFound):
+            library.merge("a", ["ghost"])
+        with pytest.raises(NotFound):
+            library.remove_reference(999)
+    finally:
+        library.close()
+
+
+def test_the_index_survives_reopening_and_is_rebuilt_when_missing_stale_or_corrupt(tmp_path: Path) -> None:
+    library = Library(tmp_path, "m", DIM)
+    library.enroll("a", {"label": "A"}, entries(1, 2))
+    library.enroll("b", {"label": "B"}, entries(3))
+    library.close()
+
+    reopened = Library(tmp_path, "m", DIM)
+    assert not reopened.index.rebuilt and nearest_car(reopened, unit(3)) == "b"
+    reopened.close()
+
+    for damage in (
+        lambda: reopened.index.path.unlink(),
+        lambda: reopened.index.path.write_bytes(b"garbage"),
+        lambda: reopened.index.meta_path.write_text('{"fingerprint": "from before a crash", "dim": 8}'),
+    ):
+        damage()
+        library = Library(tmp_path, "m", DIM)
+        assert library.index.rebuilt and len(library.index) == 3
+        assert nearest_car(library, unit(1)) == "a" and nearest_car(library, unit(3)) == "b"
+        library.close()
+
+
+def test_another_model_gets_its_own_index(tmp_path: Path) -> None:
+    first = Library(tmp_path, "m", DIM)
+    first.enroll("a", {"label": "A"}, entries(1))
+    first.close()
+    other = Library(tmp_path, "other-model", 16)
+    try:
+        assert len(other.index) == 0 and other.store.car("a") is not None
+    finally:
+        other.close()
+
+
+def test_a_second_writer_is_refused_while_the_first_holds_the_library(tmp_path: Path) -> None:
+    library = Library(tmp_path, "m", DIM)
+    try:
+        with pytest.raises(LibraryInUse):
+            Library(tmp_path, "m", DIM)
+        holder = (
+            "import sys; from sidecar.library.library import Library\n"
+            "try:\n    Library(__import__('pathlib').Path(sys.argv[1]), 'm', 8)\n"
+            "except Exception as e:\n    print(type(e).__name__)\n"
+        )
+        out = subprocess.run([sys.executable, "-c", holder, str(tmp_path)], capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == "LibraryInUse"
+    finally:
+        library.close()
+    Library(tmp_path, "m", DIM).close()  # free again once closed
+
+
+@pytest.mark.parametrize(
+    "scores, decision, car",
+    [
+        ([("a", 0.9), ("b", 0.5)], "match", "a"),
+        ([("a", 0.9), ("b", 0.89)], "ambiguous", None),
+        ([("a", 0.6), ("b", 0.5)], "unknown", None),
+        ([], "unknown", None),
+        ([("a", 0.8)], "match", "a"),
+    ],
+)
+def test_open_set_decisions(scores: list[tuple[str, float]], decision: str, car: str | None) -> None:
+    verdict = decide([CarScore(c, s) for c, s in scores], MatchPolicy(threshold=0.75, margin=0.03, top_k=1))
+    assert verdict.decision == decision and verdict.car_id == car
+    assert len(verdict.candidates) == min(1, len(scores))
+
+
+def test_car_scores_take_each_cars_best_reference() -> None:
+    cars = {1: "a", 2: "b", 3: "a"}
+    scores = car_scores(np.array([2, 3, 1], np.uint64), np.array([0.8, 0.7, 0.95], np.float32), cars.__getitem__)
+    assert [(s.car_id, round(s.score, 2)) for s in scores] == [("a", 0.95), ("b", 0.8)]
