@@ -43,6 +43,12 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("info", help="print the models and whether they load")
 
+    evaluate = commands.add_parser("eval", help="matching quality on labelled manifests (see sidecar/evaluation.py)")
+    evaluate.add_argument("manifests", nargs="+", type=Path)
+    evaluate.add_argument("--threshold", type=float, help="match threshold (default: identify's)")
+    evaluate.add_argument("--margin", type=float, help="lead over the runner-up (default: identify's)")
+    evaluate.add_argument("--sweep", action="store_true", help="also print true/false match rates over thresholds")
+
     def with_library(name: str, help: str) -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=help)
         command.add_argument("--library", type=Path, required=True, help="the library folder (created if absent)")
@@ -105,6 +111,8 @@ def _run_command(args: argparse.Namespace, settings: Settings) -> int:
             return _library_command(args, engine)
         finally:
             engine.close()
+    if args.command == "eval":
+        return _evaluate(args, engine)
     if args.command == "info":
         print(msgspec.json.format(msgspec.json.encode(engine.initialize(InitializeParams(), context)).decode()))
         return 0
@@ -195,4 +203,24 @@ def _library_command(args: argparse.Namespace, engine: Engine) -> int:
     print(f"{result.rows} detection(s); wrote {len(result.files)} file(s)" + (f", skipped {len(result.skipped)} existing" if result.skipped else ""))
     for path in result.files[:20]:
         print(f"  {path}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace, engine: Engine) -> int:
+    from sidecar import evaluation
+    from sidecar.identification import DEFAULT_MARGIN, DEFAULT_THRESHOLD
+    from sidecar.stages.match import MatchPolicy
+
+    policy = MatchPolicy(
+        threshold=DEFAULT_THRESHOLD if args.threshold is None else args.threshold,
+        margin=DEFAULT_MARGIN if args.margin is None else args.margin,
+        top_k=5,
+    )
+    reports = []
+    for manifest in args.manifests:
+        prepared = evaluation.prepare(engine, manifest)
+        reports += prepared.reports(policy)
+        if args.sweep:
+            print(evaluation.sweep(prepared, policy.margin))
+    print(evaluation.table(reports, policy))
     return 0

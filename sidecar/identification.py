@@ -31,9 +31,11 @@ from sidecar.stages.match import MatchPolicy, Verdict, car_scores, decide
 
 log = logging.getLogger(__name__)
 
-# Calibrated with `liveryid eval` (docs/accuracy.md): similarity a match
-# needs, and its lead over the runner-up.
-DEFAULT_THRESHOLD = 0.75
+# Similarity a match needs, and its lead over the runner-up. From the
+# `liveryid eval --sweep` tables (README): at 0.875 about 1% of never-enrolled
+# cars are matched on the real sets (EPFL, Khoa) with the default embedder;
+# most event photos show such cars, so a false match must be rare.
+DEFAULT_THRESHOLD = 0.875
 DEFAULT_MARGIN = 0.03
 # A second vehicle this close to the dominant one (area x score) makes the
 # reference photo's subject uncertain.
@@ -57,7 +59,7 @@ class Identification:
             context.progress(index, len(params.images), "reference")
             image = load_image(image_ref, self.engine.limits)
             given = params.boxes[index] if params.boxes is not None else None
-            box, quality, warning = self._reference_box(image, given, index)
+            box, quality, warning = reference_box(self.engine, image, given, index)
             if warning is not None:
                 warnings.append(warning)
             vector = self.engine.embedder()([crop(image, box)])[0]
@@ -67,28 +69,6 @@ class Identification:
         car_id = params.car.id if params.car.id is not msgspec.UNSET else None
         car, references = library.enroll(car_id, fields, entries)
         return EnrollResult(car=_car(car), references=[_reference(r) for r in references], warnings=warnings)
-
-    def _reference_box(self, image: np.ndarray, given: list[float] | None, index: int) -> tuple[list[float], float, EnrollWarning | None]:
-        height, width = image.shape[:2]
-        if given is not None:
-            return given, 1.0, None
-        found = self.engine.detector()(image, ENROLL_MIN_SCORE, self.engine.vehicle_classes(None))
-        if len(found) == 0:
-            whole = [0.0, 0.0, float(width), float(height)]
-            return whole, 0.0, EnrollWarning(
-                image=index, problem="no_vehicle", message="no vehicle found: the whole image is the reference")
-        weight = found.scores * (found.boxes[:, 2] - found.boxes[:, 0]) * (found.boxes[:, 3] - found.boxes[:, 1])
-        order = np.argsort(-weight)
-        best = found.boxes[order[0]].astype(float).round(1).tolist()
-        rivals = [i for i in order[1:] if weight[i] >= SEVERAL_VEHICLES_RATIO * weight[order[0]]]
-        warning = None
-        if rivals:
-            warning = EnrollWarning(
-                image=index, problem="several_vehicles",
-                message=f"{len(rivals) + 1} vehicles of similar size: the largest, most certain one is the reference",
-                boxes=[found.boxes[i].astype(float).round(1).tolist() for i in (order[0], *rivals)],
-            )
-        return best, round(float(found.scores[order[0]]), 4), warning
 
     def cars_update(self, params: CarUpdateParams, context: RequestContext) -> Car:
         fields = {f: getattr(params, f) for f in CAR_FIELDS if getattr(params, f) is not msgspec.UNSET}
@@ -239,6 +219,32 @@ class Identification:
             "cars.get": self.cars_get, "identify": self.identify, "tag": self.tag, "results.query": self.results_query,
             "results.confirm": self.results_confirm, "results.reject": self.results_reject,
         }
+
+
+def reference_box(engine: Engine, image: np.ndarray, given: list[float] | None, index: int) -> tuple[list[float], float, EnrollWarning | None]:
+    """The box a reference photo stands for: the given one, else the dominant
+    vehicle (largest area x score), else the whole image; with a warning when
+    the choice is uncertain. Returns (box, quality, warning)."""
+    height, width = image.shape[:2]
+    if given is not None:
+        return given, 1.0, None
+    found = engine.detector()(image, ENROLL_MIN_SCORE, engine.vehicle_classes(None))
+    if len(found) == 0:
+        whole = [0.0, 0.0, float(width), float(height)]
+        return whole, 0.0, EnrollWarning(
+            image=index, problem="no_vehicle", message="no vehicle found: the whole image is the reference")
+    weight = found.scores * (found.boxes[:, 2] - found.boxes[:, 0]) * (found.boxes[:, 3] - found.boxes[:, 1])
+    order = np.argsort(-weight)
+    best = found.boxes[order[0]].astype(float).round(1).tolist()
+    rivals = [i for i in order[1:] if weight[i] >= SEVERAL_VEHICLES_RATIO * weight[order[0]]]
+    warning = None
+    if rivals:
+        warning = EnrollWarning(
+            image=index, problem="several_vehicles",
+            message=f"{len(rivals) + 1} vehicles of similar size: the largest, most certain one is the reference",
+            boxes=[found.boxes[i].astype(float).round(1).tolist() for i in (order[0], *rivals)],
+        )
+    return best, round(float(found.scores[order[0]]), 4), warning
 
 
 def _expand(paths: list[str], recursive: bool) -> Iterator[Path]:

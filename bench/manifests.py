@@ -1,0 +1,117 @@
+"""Evaluation manifests from the development data (../shared/data), for
+`liveryid eval`. Written with absolute image paths; nothing is copied.
+
+    .venv/bin/python -m bench.manifests [OUT_DIR]     (default .cache/eval)
+
+- epfl-1ref / epfl-3ref: cars 01-07 enrolled with 1 reference at the front
+  three-quarter view (45°) or 3 references (45°, 165°, 285°), ground-truth
+  crops; queries: every other frame of all ten cars, so cars 09 and 10 are
+  unknown cars (open set).
+- khoa: val split; cam1 is the reference, cam2 the query; every third
+  vehicle is left out of the enrolment (unknown).
+- f1-3ref: 3 fixed-seed random images per team as references, the rest as
+  queries; no boxes (the dominant detected vehicle), synthetic images:
+  report apart from the real ones.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+from bench.datasets import DATA_DIR, EPFL_DIR, BoxedFrame, epfl_frames, f1_images
+
+KHOA_DIR = DATA_DIR / "khoa-2cam-dev"
+UNKNOWN_EPFL_CARS = {8, 9, 10}  # a third of the cars: never enrolled
+
+
+def epfl_angles() -> dict[int, tuple[int, int, int]]:
+    """car -> (frames per full turn, frontal frame, direction) from tripod-seq.txt."""
+    lines = (EPFL_DIR / "tripod-seq.txt").read_text().split("\n")
+    per_turn, frontal, direction = ([int(v) for v in lines[i].split()] for i in (4, 5, 6))
+    return {car + 1: (per_turn[car], frontal[car], direction[car]) for car in range(len(per_turn))}
+
+
+def viewing_angle(frame: BoxedFrame, turns: dict[int, tuple[int, int, int]]) -> float:
+    per_turn, frontal, direction = turns[frame.car]
+    return (direction * (frame.frame - frontal) * 360.0 / per_turn) % 360.0
+
+
+def closest(frames: list[BoxedFrame], angle: float, turns: dict[int, tuple[int, int, int]]) -> BoxedFrame:
+    def distance(f: BoxedFrame) -> float:
+        d = abs(viewing_angle(f, turns) - angle) % 360.0
+        return min(d, 360.0 - d)
+
+    return min(frames, key=distance)
+
+
+def sample(frame: BoxedFrame, car: str | None) -> dict[str, object]:
+    return {"image": str(frame.path), "car": car, "box": list(frame.box)}
+
+
+def epfl(reference_angles: list[float], name: str) -> dict[str, object]:
+    turns = epfl_angles()
+    by_car: dict[int, list[BoxedFrame]] = {}
+    for frame in epfl_frames():
+        by_car.setdefault(frame.car, []).append(frame)
+    references, used = [], set()
+    for car, frames in sorted(by_car.items()):
+        if car in UNKNOWN_EPFL_CARS:
+            continue
+        for angle in reference_angles:
+            chosen = closest(frames, angle, turns)
+            references.append(sample(chosen, f"{car:02d}"))
+            used.add(chosen.path)
+    queries = [
+        sample(f, None if f.car in UNKNOWN_EPFL_CARS else f"{f.car:02d}")
+        for frames in by_car.values() for f in frames[::2] if f.path not in used
+    ]
+    return {"name": name, "references": references, "queries": queries}
+
+
+def khoa() -> dict[str, object]:
+    names = [n.strip() for n in (KHOA_DIR / "val.txt").read_text().split("\n") if n.strip()]
+    vehicles = sorted({n.rsplit("_cam", 1)[0] for n in names})
+    references, queries = [], []
+    for index, vehicle in enumerate(vehicles):
+        known = index % 3 != 2
+        if known:
+            references.append({"image": str(KHOA_DIR / "images" / f"{vehicle}_cam1.jpg"), "car": vehicle, "box": None})
+        queries.append({"image": str(KHOA_DIR / "images" / f"{vehicle}_cam2.jpg"), "car": vehicle if known else None,
+                        "box": None})
+    return {"name": "khoa-cam1-to-cam2", "references": references, "queries": queries}
+
+
+def f1() -> dict[str, object]:
+    by_team: dict[str, list[Path]] = {}
+    for path, team in f1_images():
+        by_team.setdefault(team, []).append(path)
+    rng = random.Random(7)
+    references, queries = [], []
+    for team, paths in sorted(by_team.items()):
+        chosen = set(rng.sample(paths, 3))
+        references += [{"image": str(p), "car": team, "box": None} for p in sorted(chosen)]
+        queries += [{"image": str(p), "car": team, "box": None} for p in paths if p not in chosen]
+    return {"name": "f1-game-3ref (synthetic)", "references": references, "queries": queries}
+
+
+def main() -> None:
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(".cache/eval")
+    if not DATA_DIR.is_dir():
+        sys.exit(f"no development data at {DATA_DIR}")
+    out.mkdir(parents=True, exist_ok=True)
+    manifests = {
+        "epfl-1ref.json": epfl([45.0], "epfl-1ref"),
+        "epfl-3ref.json": epfl([45.0, 165.0, 285.0], "epfl-3ref"),
+        "khoa.json": khoa(),
+        "f1-3ref.json": f1(),
+    }
+    for name, manifest in manifests.items():
+        (out / name).write_text(json.dumps(manifest, indent=1))
+        print(out / name)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""`liveryid eval`: matching quality on a labelled manifest, with the same
+embedder, scoring and decision rule that `identify` uses.
+
+A manifest (JSON) lists reference images per car and queries whose true car
+is known, or null for a car that was never enrolled:
+
+    {"name": "...",
+     "references": [{"car": "07", "image": "a.jpg", "box": [x1, y1, x2, y2]}, ...],
+     "queries":    [{"car": "07" | null, "image": "b.jpg", "box": [...] | null}, ...]}
+
+A missing box means the dominant detected vehicle (the whole image when none
+is found), as `enroll` does. Similarities are exact (brute force), which the
+HNSW index matches at these sizes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+import numpy as np
+
+from sidecar.engine import Engine
+from sidecar.identification import reference_box
+from sidecar.protocol.messages import ImageRef
+from sidecar.stages.decode import load_image
+from sidecar.stages.embed import crop
+from sidecar.stages.match import CarScore, MatchPolicy, decide
+
+log = logging.getLogger(__name__)
+Aggregate = Literal["max", "mean"]
+
+
+class Sample(msgspec.Struct, frozen=True):
+    image: str
+    car: str | None = None
+    box: list[float] | None = None
+
+
+class EvalManifest(msgspec.Struct, frozen=True):
+    name: str
+    references: list[Sample]
+    queries: list[Sample]
+
+
+@dataclass(frozen=True)
+class Report:
+    name: str
+    aggregate: Aggregate
+    cars: int
+    references: int
+    known_queries: int
+    unknown_queries: int
+    rank1: float
+    mean_ap: float
+    true_match_rate: float
+    wrong_match_rate: float
+    """Known cars matched to another car."""
+    false_match_rate: float
+    """Unknown cars matched to an enrolled car."""
+    ambiguous_rate: float
+
+
+def embed_samples(engine: Engine, samples: list[Sample], base: Path) -> np.ndarray:
+    vectors = []
+    for sample in samples:
+        image = load_image(ImageRef(path=str(base / sample.image)), engine.limits)
+        box, _, _ = reference_box(engine, image, sample.box, 0)
+        vectors.append(engine.embedder()([crop(image, box)])[0])
+    return np.stack(vectors)
+
+
+def car_similarities(queries: np.ndarray, references: np.ndarray, ref_cars: list[str], aggregate: Aggregate) -> tuple[list[str], np.ndarray]:
+    """(cars, (Q, C) similarity of each query to each car)."""
+    cars = sorted(set(ref_cars))
+    owner = np.array([cars.index(c) for c in ref_cars])
+    if aggregate == "max":
+        sims = queries @ references.T
+        return cars, np.stack([sims[:, owner == i].max(axis=1) for i in range(len(cars))], axis=1)
+    prototypes = np.stack([references[owner == i].mean(axis=0) for i in range(len(cars))])
+    prototypes /= np.linalg.norm(prototypes, axis=1, keepdims=True)
+    return cars, queries @ prototypes.T
+
+
+def average_precision(scores: np.ndarray, relevant: np.ndarray) -> float:
+    order = np.argsort(-scores)
+    hits = relevant[order]
+    if not hits.any():
+        return 0.0
+    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    return float((precision * hits).sum() / hits.sum())
+
+
+def evaluate(name: str, cars: list[str], car_sims: np.ndarray, truths: list[str | None], policy: MatchPolicy,
+             aggregate: Aggregate, references: int) -> Report:
+    known = [i for i, t in enumerate(truths) if t is not None]
+    unknown = [i for i, t in enumerate(truths) if t is None]
+    rank1 = np.mean([cars[int(np.argmax(car_sims[i]))] == truths[i] for i in known]) if known else 0.0
+    mean_ap = np.mean([average_precision(car_sims[i], np.array([c == truths[i] for c in cars])) for i in known]) if known else 0.0
+    verdicts = []
+    for row in car_sims:
+        order = np.argsort(-row)
+        verdicts.append(decide([CarScore(cars[j], float(row[j])) for j in order], policy))
+    true_match = np.mean([verdicts[i].decision == "match" and verdicts[i].car_id == truths[i] for i in known]) if known else 0.0
+    wrong_match = np.mean([verdicts[i].decision == "match" and verdicts[i].car_id != truths[i] for i in known]) if known else 0.0
+    false_match = np.mean([verdicts[i].decision == "match" for i in unknown]) if unknown else 0.0
+    ambiguous = np.mean([v.decision == "ambiguous" for v in verdicts])
+    return Report(name, aggregate, len(cars), references, len(known), len(unknown), float(rank1), float(mean_ap),
+                  float(true_match), float(wrong_match), float(false_match), float(ambiguous))
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A manifest's embeddings, computed once, scored under any policy."""
+
+    name: str
+    references: np.ndarray
+    reference_cars: list[str]
+    queries: np.ndarray
+    truths: list[str | None]
+
+    def scores(self, aggregate: Aggregate) -> tuple[list[str], np.ndarray]:
+        return car_similarities(self.queries, self.references, self.reference_cars, aggregate)
+
+    def reports(self, policy: MatchPolicy) -> list[Report]:
+        return [
+            evaluate(self.name, *self.scores(aggregate), self.truths, policy, aggregate, len(self.reference_cars))
+            for aggregate in ("max", "mean")
+        ]
+
+
+def prepare(engine: Engine, manifest_path: Path) -> Prepared:
+    manifest = msgspec.json.decode(manifest_path.read_bytes(), type=EvalManifest)
+    base = manifest_path.parent
+    return Prepared(
+        name=manifest.name,
+        references=embed_samples(engine, manifest.references, base),
+        reference_cars=[r.car or "" for r in manifest.references],
+        queries=embed_samples(engine, manifest.queries, base),
+        truths=[q.car for q in manifest.queries],
+    )
+
+
+def sweep(prepared: Prepared, margin: float) -> str:
+    """True and false match rates over thresholds (max scoring): the data behind the default threshold."""
+    cars, sims = prepared.scores("max")
+    lines = [f"{prepared.name}: threshold sweep, margin {margin}", "| threshold | true match | wrong match | false match (unknown) |",
+             "|---|---|---|---|"]
+    for threshold in np.arange(0.60, 0.96, 0.025):
+        r = evaluate(prepared.name, cars, sims, prepared.truths, MatchPolicy(float(threshold), margin, 5), "max", 0)
+        lines.append(f"| {threshold:.3f} | {r.true_match_rate:.1%} | {r.wrong_match_rate:.1%} | {r.false_match_rate:.1%} |")
+    return "\n".join(lines)
+
+
+def table(reports: list[Report], policy: MatchPolicy) -> str:
+    lines = [
+        f"threshold {policy.threshold}, margin {policy.margin}",
+        "| set | scoring | cars | refs | queries known/unknown | rank-1 | mAP | true match | wrong match | false match (unknown cars) | ambiguous |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in reports:
+        lines.append(
+            f"| {r.name} | {r.aggregate} | {r.cars} | {r.references} | {r.known_queries}/{r.unknown_queries} | {r.rank1:.1%} | "
+            f"{r.mean_ap:.1%} | {r.true_match_rate:.1%} | {r.wrong_match_rate:.1%} | {r.false_match_rate:.1%} | {r.ambiguous_rate:.1%} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.datasets import epfl_frames
+from sidecar.engine import Engine
+from sidecar.evaluation import average_precision, car_similarities, evaluate, prepare
+from sidecar.stages.match import MatchPolicy
+
+
+def test_average_precision_by_hand() -> None:
+    assert average_precision(np.array([0.9, 0.8, 0.7]), np.array([True, False, False])) == 1.0
+    assert average_precision(np.array([0.9, 0.8, 0.7]), np.array([False, True, False])) == 0.5
+    assert average_precision(np.array([0.9, 0.8, 0.7]), np.array([False, False, False])) == 0.0
+
+
+def test_max_and_mean_scoring() -> None:
+    references = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]], np.float32)
+    queries = np.array([[0.0, 1.0]], np.float32)
+    cars, by_max = car_similarities(queries, references, ["a", "a", "b"], "max")
+    assert cars == ["a", "b"]
+    np.testing.assert_allclose(by_max, [[1.0, 0.8]], atol=1e-6)
+    _, by_mean = car_similarities(queries, references, ["a", "a", "b"], "mean")
+    np.testing.assert_allclose(by_mean, [[0.7071, 0.8]], atol=1e-4)  # the prototype of a sits between its two views
+
+
+def test_open_set_rates() -> None:
+    sims = np.array([
+        [0.95, 0.10],  # a, matched right
+        [0.40, 0.92],  # a, matched wrong
+        [0.91, 0.90],  # b, ambiguous (and ranked second)
+        [0.95, 0.20],  # unknown car, falsely matched
+        [0.50, 0.30],  # unknown car, rejected
+    ])
+    report = evaluate("t", ["a", "b"], sims, ["a", "a", "b", None, None], MatchPolicy(0.875, 0.03, 5), "max", 2)
+    assert report.rank1 == pytest.approx(1 / 3)
+    assert report.true_match_rate == pytest.approx(1 / 3)
+    assert report.wrong_match_rate == pytest.approx(1 / 3)
+    assert report.false_match_rate == pytest.approx(1 / 2)
+    assert report.ambiguous_rate == pytest.approx(1 / 5)
+
+
+def test_eval_on_real_crops_ranks_neighbouring_views_first(engine: Engine, dev_data: Path, tmp_path: Path) -> None:
+    frames = {(f.car, f.frame): f for f in epfl_frames()}
+    manifest = {
+        "name": "epfl-small",
+        "references": [{"image": str(frames[(c, 1)].path), "car": str(c), "box": list(frames[(c, 1)].box)} for c in (1, 2, 3)],
+        "queries": [{"image": str(frames[(c, 2)].path), "car": str(c), "box": list(frames[(c, 2)].box)} for c in (1, 2, 3)]
+        + [{"image": str(frames[(5, 2)].path), "car": None, "box": list(frames[(5, 2)].box)}],
+    }
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(manifest))
+    reports = prepare(engine, path).reports(MatchPolicy(0.875, 0.03, 5))
+    assert [r.aggregate for r in reports] == ["max", "mean"]
+    assert reports[0].rank1 == 1.0 and reports[0].known_queries == 3 and reports[0].unknown_queries == 1
