@@ -3,7 +3,8 @@
 the JS package, the demo and the test suite. Standard library only, so it
 runs on a fresh machine with nothing but Python 3.11+ and Node.
 
-    python3 build.py demo [PHOTO ...]   install, build the models, tag photos (README command 1)
+    python3 build.py demo [--refs DIR --photos DIR]   install, build the models, enroll cars, tag an event,
+                                                    export CSV and XMP (README command 1)
     python3 build.py test               install, build everything, run every test (README command 2)
     python3 build.py setup | models | generate | check | js | sidecar
 """
@@ -167,20 +168,25 @@ def sidecar() -> Path:
     return BINARY
 
 
-def default_photos() -> list[Path]:
-    """A few real photos from the development data, when it is beside the clone."""
-    epfl = sorted((DATA / "epfl-gims08-dev").glob("tripod_seq_0[1-4]_001.jpg"))
-    f1 = [sorted(d.iterdir())[0] for d in sorted((DATA / "f1-game-teams-dev").glob("*"))[:4] if d.is_dir()]
-    return epfl + f1
-
-
-def demo(photos: list[str]) -> None:
+def demo(refs: Path | None, photos: Path | None) -> None:
+    """The main job end to end: enroll cars, tag an event, list matches, export CSV and XMP."""
     python = setup()
     models()
-    paths = [Path(p) for p in photos] or default_photos()
-    if not paths:
-        sys.exit("no photos given and no development data beside the clone: python3 build.py demo PHOTO [PHOTO ...]")
-    run(python, "-m", "sidecar", "--log-level", "WARNING", "detect", *paths)
+    if refs is None or photos is None:
+        if not DATA.is_dir():
+            sys.exit("no development data beside the clone: python3 build.py demo --refs REFS_DIR --photos PHOTOS_DIR\n"
+                     "(REFS_DIR: one sub-folder of reference photos per car, named after the car)")
+        workspace = CACHE / "demo"
+        run(python, "-m", "bench.demo_event", workspace)
+        refs, photos = workspace / "refs", workspace / "event"
+    library = CACHE / "demo" / "library"
+    shutil.rmtree(library, ignore_errors=True)
+    liveryid = [python, "-m", "sidecar", "--log-level", "WARNING"]
+    run(*liveryid, "enroll", "--library", library, "--from-folders", refs)
+    run(*liveryid, "tag", "--library", library, photos)
+    run(*liveryid, "results", "--library", library, "--decision", "match")
+    run(*liveryid, "export", "--library", library, "--format", "csv")
+    run(*liveryid, "export", "--library", library, "--format", "xmp")
 
 
 def test(with_binary: bool) -> None:
@@ -206,7 +212,8 @@ def main() -> None:
     for name in ("setup", "models", "generate", "check", "js", "sidecar", "all"):
         commands.add_parser(name)
     demo_parser = commands.add_parser("demo")
-    demo_parser.add_argument("photos", nargs="*")
+    demo_parser.add_argument("--refs", type=Path, help="one sub-folder of reference photos per car (default: from ../shared/data)")
+    demo_parser.add_argument("--photos", type=Path, help="the event's photos")
     test_parser = commands.add_parser("test")
     test_parser.add_argument(
         "--binary", action=argparse.BooleanOptionalAction, default=os.environ.get("CI") == "true",
@@ -216,7 +223,7 @@ def main() -> None:
     if shutil.which("npm") is None:
         sys.exit("Node.js and npm are needed (for the JS package and the model download)")
     if args.command == "demo":
-        demo(args.photos)
+        demo(args.refs, args.photos)
     elif args.command == "test":
         test(args.binary)
     elif args.command == "all":

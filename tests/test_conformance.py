@@ -20,15 +20,15 @@ SCHEMA = json.loads((PROTOCOL / "schema.json").read_text())
 PLACEHOLDER_TYPES = {"<number>": (int, float), "<string>": (str,), "<array>": (list,), "<object>": (dict,)}
 
 
-def substitute(value: Any) -> Any:
+def substitute(value: Any, tmp: Path) -> Any:
     if isinstance(value, str):
         if value.startswith("$SIZE:"):
             return (FIXTURES / value[len("$SIZE:") :]).stat().st_size
-        return value.replace("$FIXTURES", str(FIXTURES))
+        return value.replace("$FIXTURES", str(FIXTURES)).replace("$TMP", str(tmp))
     if isinstance(value, list):
-        return [substitute(v) for v in value]
+        return [substitute(v, tmp) for v in value]
     if isinstance(value, dict):
-        return {k: substitute(v) for k, v in value.items()}
+        return {k: substitute(v, tmp) for k, v in value.items()}
     return value
 
 
@@ -52,13 +52,13 @@ def result_schema(method: str) -> dict[str, Any]:
     return {**SCHEMA["x-methods"][method]["result"], "$defs": SCHEMA["$defs"]}
 
 
-def replay(process: SidecarProcess) -> None:
+def replay(process: SidecarProcess, tmp: Path) -> None:
     for vector in VECTORS:
         if "send_raw" in vector:
             raw = vector["send_raw"]
             process.send_bytes(raw["json"].encode() + b"\n" if process.wire == "json" else _msgpack_frame(raw["msgpack_hex"]))
         else:
-            process.send(substitute(vector["send"]))
+            process.send(substitute(vector["send"], tmp))
         expected = vector["expect"]
         if expected is None:
             process.send({"jsonrpc": "2.0", "id": "after-silence", "method": "ping"})
@@ -78,10 +78,10 @@ def _msgpack_frame(hex_bytes: str) -> bytes:
 
 
 @pytest.mark.parametrize("wire", ["json", "msgpack"])
-def test_vectors_python_sidecar(wire: str) -> None:
+def test_vectors_python_sidecar(wire: str, tmp_path: Path) -> None:
     process = SidecarProcess(wire, PYTHON_SIDECAR)
     try:
-        replay(process)
+        replay(process, tmp_path)
         process.send({"jsonrpc": "2.0", "id": "bye", "method": "shutdown"})
         assert process.read() == {"jsonrpc": "2.0", "id": "bye", "result": None}
         assert process.wait() == 0
@@ -91,12 +91,12 @@ def test_vectors_python_sidecar(wire: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("wire", ["json", "msgpack"])
-def test_vectors_compiled_binary(wire: str) -> None:
+def test_vectors_compiled_binary(wire: str, tmp_path: Path) -> None:
     command = binary_sidecar()
     if command is None:
         pytest.skip("no compiled binary: `python3 build.py test --binary` builds and tests it")
     process = SidecarProcess(wire, command)
     try:
-        replay(process)
+        replay(process, tmp_path)
     finally:
         process.kill()

@@ -7,14 +7,26 @@ import { LiveryidError, SidecarExitedError } from './errors.js';
 import { createDecoder, encodeFrame, type FrameDecoder, type Wire } from './framing.js';
 import {
   PROTOCOL_VERSION,
+  type Car,
+  type CarFields,
   type Detection,
   type DetectParams,
   type EmbedResult,
+  type EnrollParams,
+  type EnrollResult,
+  type ExportParams,
+  type ExportResult,
+  type IdentifiedVehicle,
+  type IdentifyParams,
   type ImageRef,
   type InitializeResult,
   type Methods,
   type PingResult,
   type ProgressParams,
+  type ResultsQueryParams,
+  type ResultsQueryResult,
+  type TagParams,
+  type TagResult,
 } from './protocol.js';
 
 export type Box = [number, number, number, number];
@@ -34,6 +46,8 @@ export interface SpawnOptions {
   wire?: Wire;
   /** Folder with manifest.json and the ONNX models (the sidecar's `--models`). */
   models?: string;
+  /** Library folder to open (created if absent): enrolled cars and tagging results live there. */
+  library?: string;
   cwd?: string;
   env?: NodeJS.ProcessEnv;
   /** Respawn the sidecar after an unexpected exit. Calls pending at the exit are rejected either way. */
@@ -119,6 +133,47 @@ export class Engine {
     return this.request('ping', null);
   }
 
+  /** Create a car (or add references to `car.id`) from reference images; warnings say where the subject was unclear. */
+  enroll(
+    car: CarFields,
+    images: ImageRef[],
+    options: { boxes?: (Box | null)[] } & CallOptions = {},
+  ): Promise<EnrollResult> {
+    const { signal, onProgress, boxes } = options;
+    // An empty list is the sidecar's to refuse (-32602), like any other invalid params.
+    const params = { car, images: images as EnrollParams['images'], boxes: boxes ?? null, progress: onProgress !== undefined };
+    return this.request('enroll', params, { signal, onProgress });
+  }
+
+  /** Every vehicle in an image with its decision (match, ambiguous, unknown) and candidate cars. */
+  async identify(
+    image: ImageRef,
+    options: Omit<IdentifyParams, 'image' | 'progress'> & CallOptions = {},
+  ): Promise<IdentifiedVehicle[]> {
+    const { signal, onProgress, ...params } = options;
+    const result = await this.request('identify', { ...params, image, progress: onProgress !== undefined }, { signal, onProgress });
+    return result.vehicles;
+  }
+
+  /** Identify every photo of folders or files, storing the results in the library (re-runs skip done photos). */
+  tag(paths: string[], options: Omit<TagParams, 'paths' | 'progress'> & CallOptions = {}): Promise<TagResult> {
+    const { signal, onProgress, ...params } = options;
+    const request = { ...params, paths: paths as TagParams['paths'], progress: onProgress !== undefined };
+    return this.request('tag', request, { signal, onProgress });
+  }
+
+  async cars(): Promise<Car[]> {
+    return (await this.request('cars.list', null)).cars;
+  }
+
+  results(query: ResultsQueryParams = {}): Promise<ResultsQueryResult> {
+    return this.request('results.query', query);
+  }
+
+  export(format: ExportParams['format'], options: Omit<ExportParams, 'format'> = {}): Promise<ExportResult> {
+    return this.request('export', { format, ...options });
+  }
+
   /** Any method of the protocol, typed by the method table. */
   request<M extends keyof Methods>(method: M, params: Methods[M]['params'], options: CallOptions = {}): Promise<ResultOf<M>> {
     const id = this.nextId++;
@@ -200,6 +255,7 @@ export class Engine {
         client_name: this.options.clientName ?? 'liveryid-js',
         client_version: '0.1.0',
         protocol_version: PROTOCOL_VERSION,
+        library: this.options.library ?? null,
       }),
       spawnError,
     ]);

@@ -2,7 +2,8 @@
 // wire, exactly as tests/test_conformance.py does on the Python side.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readFileSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 
@@ -21,14 +22,14 @@ const vectors: Vector[] = readFileSync(join(ROOT, 'protocol/conformance/vectors.
   .filter((line) => line.trim())
   .map((line) => JSON.parse(line) as Vector);
 
-function substitute(value: unknown): unknown {
+function substitute(value: unknown, tmp: string): unknown {
   if (typeof value === 'string') {
     if (value.startsWith('$SIZE:')) return statSync(join(FIXTURES, value.slice('$SIZE:'.length))).size;
-    return value.replaceAll('$FIXTURES', FIXTURES);
+    return value.replaceAll('$FIXTURES', FIXTURES).replaceAll('$TMP', tmp);
   }
-  if (Array.isArray(value)) return value.map(substitute);
+  if (Array.isArray(value)) return value.map((v) => substitute(v, tmp));
   if (value && typeof value === 'object') {
-    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, substitute(v)]));
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, substitute(v, tmp)]));
   }
   return value;
 }
@@ -99,10 +100,11 @@ for (const wire of WIRES) {
   describe(`conformance vectors over ${wire}`, () => {
     it('all pass in order on one process', async () => {
       const sidecar = new RawSidecar(wire);
+      const tmp = mkdtempSync(join(tmpdir(), 'liveryid-conformance-'));
       try {
         for (const vector of vectors) {
           if (vector.send_raw) sidecar.write(rawFrame(wire, vector.send_raw));
-          else sidecar.send(substitute(vector.send));
+          else sidecar.send(substitute(vector.send, tmp));
           if (vector.expect === null) {
             sidecar.send({ jsonrpc: '2.0', id: 'after-silence', method: 'ping' });
             const next = (await sidecar.read()) as { id?: unknown };

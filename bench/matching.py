@@ -1,0 +1,67 @@
+"""Milliseconds per identify-side index query against libraries of 100,
+10,000 and 1,000,000 references (synthetic unit vectors of the embedder's
+size: the index part of matching does not depend on what the vectors show).
+
+    .venv/bin/python -m bench.matching [--sizes 100 10000 1000000] [--queries 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sidecar.library.index import ReferenceIndex
+
+DIM = 1280
+
+
+def unit_vectors(rng: np.random.Generator, count: int) -> np.ndarray:
+    vectors = rng.standard_normal((count, DIM), dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 10_000, 1_000_000])
+    parser.add_argument("--queries", type=int, default=200)
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    print(f"{DIM}-d float32 cosine HNSW (usearch), one query at a time, 50 neighbours each")
+    print("| references | build s | open (mmap) ms | query p50 ms | query p99 ms | recall@1 vs exact |")
+    print("|---|---|---|---|---|---|")
+    for size in args.sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            index = ReferenceIndex(Path(tmp), "bench", DIM)
+            ids = np.arange(1, size + 1, dtype=np.uint64)
+            vectors = np.empty((size, DIM), np.float32)
+            for start in range(0, size, 100_000):  # generate in chunks to bound memory
+                vectors[start : start + 100_000] = unit_vectors(rng, min(100_000, size - start))
+            started = time.perf_counter()
+            index.open(ids, vectors)  # no saved file: builds and saves
+            build = time.perf_counter() - started
+            started = time.perf_counter()
+            reopened = ReferenceIndex(Path(tmp), "bench", DIM)
+            reopened.open(ids, vectors)
+            open_ms = (time.perf_counter() - started) * 1e3
+            # queries near a stored vector, as a photo of an enrolled car is
+            targets = rng.integers(0, size, args.queries)
+            queries = vectors[targets] + 0.02 * unit_vectors(rng, args.queries)
+            times, hits = [], 0
+            for query, target in zip(queries, targets):
+                started = time.perf_counter()
+                keys, _ = reopened.search(query[None], 50)
+                times.append((time.perf_counter() - started) * 1e3)
+                hits += int(keys[0, 0]) == int(ids[target])
+            times.sort()
+            p99 = times[min(len(times) - 1, int(0.99 * len(times)))]
+            print(f"| {size:,} | {build:.1f} | {open_ms:.1f} | {statistics.median(times):.3f} | {p99:.3f} | {hits / len(times):.1%} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+
+import { Engine, ErrorCode } from '../src/index.js';
+import { FIXTURES, devPhoto, sidecarOptions, slowJpeg } from './helpers.js';
+
+const BLANK = { path: `${FIXTURES}/blank.png` };
+
+describe('library from Node', () => {
+  it('enrolls, identifies, tags with progress, lists and exports', async () => {
+    const library = mkdtempSync(join(tmpdir(), 'liveryid-library-'));
+    const engine = await Engine.spawn(sidecarOptions('msgpack', { library }));
+    try {
+      assert.equal(engine.info.library?.cars, 0);
+      const enrolled = await engine.enroll({ id: 'car-7', label: '#7 Team X', number: '7' }, [BLANK], { boxes: [[4, 4, 60, 44]] });
+      assert.equal(enrolled.car.references, 1);
+      assert.deepEqual((await engine.cars()).map((c) => c.id), ['car-7']);
+      assert.deepEqual(await engine.identify(BLANK), []);
+
+      const progress: number[] = [];
+      const tagged = await engine.tag([FIXTURES], { recursive: false, onProgress: (p) => progress.push(p.done) });
+      assert.equal(tagged.total, 3); // blank.png, corrupt.jpg, huge.png; the .bin is not a photo
+      assert.equal(tagged.tagged, 1);
+      assert.deepEqual(tagged.failed.map((f) => f.code).sort(), [ErrorCode.ImageTooLarge, ErrorCode.ImageUnreadable].sort());
+      assert.deepEqual(progress, [0, 1, 2, 3]);
+      assert.equal((await engine.results()).total, 0);
+
+      const report = await engine.export('csv', { output: join(library, 'report.csv') });
+      assert.ok(readFileSync(report.files[0]!, 'utf8').startsWith('photo,detection_id'));
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('cancels a running tag through an AbortSignal', async () => {
+    const library = mkdtempSync(join(tmpdir(), 'liveryid-library-'));
+    const engine = await Engine.spawn(sidecarOptions('json', { library }));
+    try {
+      const slow = slowJpeg();
+      const controller = new AbortController();
+      const run = engine.tag([slow, slow, slow], { rescan: true, signal: controller.signal, onProgress: () => controller.abort() });
+      await assert.rejects(run, { code: ErrorCode.RequestCancelled });
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('names the car in a real photo of an enrolled livery', { skip: !devPhoto('f1-game-teams-dev/ferrari') && 'no ../shared/data' }, async () => {
+    const library = mkdtempSync(join(tmpdir(), 'liveryid-library-'));
+    const engine = await Engine.spawn(sidecarOptions('json', { library }));
+    try {
+      const photo = devPhoto('f1-game-teams-dev/ferrari/20200422160656_1.png')!;
+      assert.ok(existsSync(photo));
+      await engine.enroll({ id: 'ferrari', label: 'Ferrari', team: 'Ferrari' }, [{ path: photo }]);
+      const [vehicle] = await engine.identify({ path: photo });
+      assert.equal(vehicle?.candidates[0]?.car_id, 'ferrari');
+      assert.equal(vehicle?.decision, 'match'); // the enrolled photo itself: similarity 1
+    } finally {
+      await engine.close();
+    }
+  });
+});
