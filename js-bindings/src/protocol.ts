@@ -51,15 +51,7 @@ export interface Reference {
   quality: number;
   added_at: number;
 }
-/**
- * A car's descriptive fields; on an existing car, only the fields given change.
- *
- */
 export interface CarFields {
-  /**
-   * Existing car to extend, or the id for a new one (generated if absent).
-   */
-  id?: string;
   label?: string;
   number?: string | null;
   team?: string | null;
@@ -67,12 +59,15 @@ export interface CarFields {
   meta?: {
     [k: string]: unknown | undefined;
   };
+  /**
+   * Existing car to extend, or the id for a new one (generated if absent).
+   */
+  id?: string;
 }
 export interface CarIdParams {
   id: string;
 }
 export interface CarUpdateParams {
-  id: string;
   label?: string;
   number?: string | null;
   team?: string | null;
@@ -80,6 +75,7 @@ export interface CarUpdateParams {
   meta?: {
     [k: string]: unknown | undefined;
   };
+  id: string;
 }
 export interface CarsListResult {
   cars: Car[];

@@ -209,15 +209,18 @@ def decode_error_path(error: msgspec.ValidationError) -> str:
 Metadata = Annotated[dict[str, Any], Meta(extra_json_schema={"additionalProperties": True})]
 
 
-class CarFields(Message):
+class CarChanges(Message):
     """A car's descriptive fields; on an existing car, only the fields given change."""
 
-    id: Annotated[str | UnsetType, Meta(description="Existing car to extend, or the id for a new one (generated if absent).")] = UNSET
     label: str | UnsetType = UNSET
     number: str | None | UnsetType = UNSET
     team: str | None | UnsetType = UNSET
     driver: str | None | UnsetType = UNSET
     meta: Metadata | UnsetType = UNSET
+
+
+class CarFields(CarChanges, kw_only=True):
+    id: Annotated[str | UnsetType, Meta(description="Existing car to extend, or the id for a new one (generated if absent).")] = UNSET
 
 
 class Car(Message):
@@ -261,13 +264,8 @@ class EnrollResult(Message):
     warnings: list[EnrollWarning]
 
 
-class CarUpdateParams(Message):
+class CarUpdateParams(CarChanges, kw_only=True):
     id: str
-    label: str | UnsetType = UNSET
-    number: str | None | UnsetType = UNSET
-    team: str | None | UnsetType = UNSET
-    driver: str | None | UnsetType = UNSET
-    meta: Metadata | UnsetType = UNSET
 
 
 class CarIdParams(Message):
