@@ -28,7 +28,7 @@ from sidecar.protocol.messages import (
     InitializeParams, InitializeResult, LibraryInfo, ModelInfo,
 )
 from sidecar.protocol.methods import METHODS
-from sidecar.stages.decode import IMAGE_FORMATS, ImageLimits, load_image
+from sidecar.stages.decode import IMAGE_FORMATS, ImageLimits, decode_image, load_image
 from sidecar.stages.detect import Detections, NanoDetDetector
 from sidecar.stages.embed import Embedder, crop
 
@@ -149,13 +149,14 @@ class Engine:
         detector = self.detector()
         class_ids = self.vehicle_classes(params.classes)
         context.progress(0, 2, "decode")
-        image = load_image(params.image, self.limits)
+        decoded = decode_image(params.image, self.limits)
+        image = decoded.pixels
         context.progress(1, 2, "detect")
         found = detector(image, params.min_score, class_ids)
         context.progress(2, 2, "done")
         return DetectResult(
             vehicles=self._detections(found, detector.spec.classes),
-            width=image.shape[1], height=image.shape[0], model=detector.spec.name,
+            width=image.shape[1], height=image.shape[0], model=detector.spec.name, sensor_scale=decoded.sensor_scale,
         )
 
     def embed(self, params: EmbedParams, context: RequestContext) -> EmbedResult:

@@ -24,7 +24,8 @@ from sidecar.protocol.messages import (
     Reference, ReferenceIdParams, Removed, ResultDetection, ResultsQueryParams, ResultsQueryResult, ReviewParams,
     ReviewResult, TagFailure, TagParams, TagResult,
 )
-from sidecar.stages.decode import IMAGE_SUFFIXES, decode_bytes, load_image, read_file
+from sidecar.stages.decode import IMAGE_SUFFIXES, decode_image, decode_photo, load_image, read_file
+from sidecar.stages.raw import RAW_SUFFIXES
 from sidecar.stages.detect import Detections
 from sidecar.stages.embed import crop
 from sidecar.stages.match import MatchPolicy, Verdict, car_scores, decide
@@ -114,13 +115,14 @@ class Identification:
     def identify(self, params: IdentifyParams, context: RequestContext) -> IdentifyResult:
         self.engine.library()  # fail before decoding when no library is open
         context.progress(0, 2, "decode")
-        image = load_image(params.image, self.engine.limits)
+        decoded = decode_image(params.image, self.engine.limits)
+        image = decoded.pixels
         context.progress(1, 2, "identify")
         found, _, verdicts = self._identify_image(image, params)
         labels = self._labels()
         return IdentifyResult(
             vehicles=[self._vehicle(found, i, verdict, labels) for i, verdict in enumerate(verdicts)],
-            width=image.shape[1], height=image.shape[0],
+            width=image.shape[1], height=image.shape[0], sensor_scale=decoded.sensor_scale,
         )
 
     def _labels(self) -> dict[str, str]:
@@ -153,7 +155,7 @@ class Identification:
                 if not params.rescan and library.store.photo_done(content_hash, models):
                     skipped += 1
                     continue
-                image = decode_bytes(data, str(path), self.engine.limits)
+                image = decode_photo(data, str(path), self.engine.limits).pixels
                 found, vectors, verdicts = self._identify_image(image, params)
             except RpcError as exc:
                 failed.append(TagFailure(path=str(path), code=exc.code, message=exc.message))
@@ -248,13 +250,18 @@ def reference_box(engine: Engine, image: np.ndarray, given: list[float] | None, 
 
 
 def _expand(paths: list[str], recursive: bool) -> Iterator[Path]:
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            walker = path.rglob("*") if recursive else path.glob("*")
-            yield from (p for p in walker if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        else:
+    """The photos of files and folders. A RAW shot beside a JPEG of the same
+    name is the same picture: the JPEG is tagged (the XMP sidecar, named
+    after the stem, serves both)."""
+    for given in paths:
+        path = Path(given)
+        if not path.is_dir():
             yield path  # a missing file is reported per photo, not for the whole run
+            continue
+        walker = path.rglob("*") if recursive else path.glob("*")
+        photos = [p for p in walker if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+        developed = {p.with_suffix("") for p in photos if p.suffix.lower() not in RAW_SUFFIXES}
+        yield from (p for p in photos if p.suffix.lower() not in RAW_SUFFIXES or p.with_suffix("") not in developed)
 
 
 def _eta(done: int, total: int, started: float) -> str:

@@ -158,3 +158,23 @@ def test_a_kill_mid_tagging_resumes_where_it_stopped(tmp_path: Path) -> None:
         assert result["skipped"] == stored and result["tagged"] + result["skipped"] == 40 and not result["failed"]
     finally:
         resumed.kill()
+
+
+def test_raw_files_are_tagged_through_their_previews_and_pairs_once(tmp_path: Path) -> None:
+    from tests.test_raw import jpeg, tiff_raw
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    raw = tiff_raw(jpeg(160, 120, 10), jpeg(640, 480, 128), sensor=(6000, 4500))
+    (photos / "IMG_1.NEF").write_bytes(raw)
+    (photos / "IMG_1.JPG").write_bytes(jpeg(640, 480, 120))  # the camera's JPEG of the same shot
+    (photos / "IMG_2.NEF").write_bytes(raw.replace(b"\x11" * 64, b"\x22" * 64))
+    process = SidecarProcess("json")
+    try:
+        open_library(process, tmp_path / "lib")
+        detected = process.request("detect", {"image": {"path": str(photos / "IMG_2.NEF")}}, id="raw")["result"]
+        assert (detected["width"], detected["height"], detected["sensor_scale"]) == (640, 480, 9.375)
+        tagged = process.request("tag", {"paths": [str(photos)]}, id="tag")["result"]
+        assert (tagged["total"], tagged["tagged"], tagged["failed"]) == (2, 2, [])  # three files, two pictures
+    finally:
+        process.kill()

@@ -130,6 +130,10 @@ export interface DetectResult {
   width: number;
   height: number;
   model: string;
+  /**
+   * For a camera RAW (its embedded JPEG preview is what is analysed): sensor pixels per image pixel, so sensor coordinates are box x scale. Null for other images.
+   */
+  sensor_scale?: number | null;
 }
 export interface Detection {
   /**
@@ -252,6 +256,10 @@ export interface IdentifyResult {
   vehicles: IdentifiedVehicle[];
   width: number;
   height: number;
+  /**
+   * For a camera RAW (its embedded JPEG preview is what is analysed): sensor pixels per image pixel, so sensor coordinates are box x scale. Null for other images.
+   */
+  sensor_scale?: number | null;
 }
 export interface InitializeParams {
   client_name?: string | null;

@@ -168,11 +168,19 @@ class Detection(Message):
     label: str
 
 
+SensorScale = Annotated[
+    float | None,
+    Meta(description="For a camera RAW (its embedded JPEG preview is what is analysed): sensor pixels per image "
+                     "pixel, so sensor coordinates are box x scale. Null for other images."),
+]
+
+
 class DetectResult(Message):
     vehicles: list[Detection]
     width: int
     height: int
     model: str
+    sensor_scale: SensorScale = None
 
 
 class EmbedParams(RequestParams, kw_only=True):
@@ -330,6 +338,7 @@ class IdentifyResult(Message):
     vehicles: list[IdentifiedVehicle]
     width: int
     height: int
+    sensor_scale: SensorScale = None
 
 
 class TagParams(MatchOptions, kw_only=True):

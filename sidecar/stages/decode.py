@@ -13,9 +13,10 @@ import numpy as np
 from sidecar.errors import ImageTooLarge, ImageUnreadable, InvalidParams, MmapOutOfRange
 from sidecar.protocol.messages import ImageRef, MmapImage
 from sidecar.stages.imagesize import header_size
+from sidecar.stages.raw import RAW_SUFFIXES, embedded_preview
 
 IMAGE_FORMATS = ["jpeg", "png", "webp", "tiff"]
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff"} | RAW_SUFFIXES
 
 # raw channel order -> (channels, conversion to BGR)
 _RAW_LAYOUTS: dict[str, tuple[int, int | None]] = {
@@ -33,12 +34,36 @@ class ImageLimits:
     max_file_bytes: int
 
 
+@dataclass(frozen=True)
+class Decoded:
+    pixels: np.ndarray
+    """(H, W, 3) BGR uint8, EXIF orientation applied."""
+    sensor_scale: float | None = None
+    """For a RAW file's embedded preview: sensor pixels per preview pixel."""
+
+
 def load_image(ref: ImageRef, limits: ImageLimits) -> np.ndarray:
     """The referenced image as an (H, W, 3) BGR uint8 array, EXIF orientation applied."""
+    return decode_image(ref, limits).pixels
+
+
+def decode_image(ref: ImageRef, limits: ImageLimits) -> Decoded:
     if ref.mmap is not None:
-        return _load_mmap(ref.mmap, limits)
+        return Decoded(_load_mmap(ref.mmap, limits))
     assert ref.path is not None
-    return decode_bytes(read_file(ref.path, limits), ref.path, limits)
+    return decode_photo(read_file(ref.path, limits), ref.path, limits)
+
+
+def decode_photo(data: bytes, source: str, limits: ImageLimits) -> Decoded:
+    """A photo file's bytes; for a camera RAW (by its suffix), its embedded JPEG preview."""
+    if os.path.splitext(source)[1].lower() not in RAW_SUFFIXES:
+        return Decoded(decode_bytes(data, source, limits))
+    preview = embedded_preview(data, source)
+    pixels = decode_bytes(preview.jpeg, source, limits)
+    scale = None
+    if preview.sensor_width and preview.sensor_height:  # long sides: the preview may be rotated by its EXIF
+        scale = round(max(preview.sensor_width, preview.sensor_height) / max(pixels.shape[:2]), 4)
+    return Decoded(pixels, scale)
 
 
 def read_file(path: str, limits: ImageLimits) -> bytes:
