@@ -48,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--threshold", type=float, help="match threshold (default: identify's)")
     evaluate.add_argument("--margin", type=float, help="lead over the runner-up (default: identify's)")
     evaluate.add_argument("--sweep", action="store_true", help="also print true/false match rates over thresholds")
+    evaluate.add_argument("--rerank", action="store_true", help="also measure k-reciprocal re-ranking (rank-1, mAP)")
 
     def with_library(name: str, help: str) -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=help)
@@ -219,7 +220,7 @@ def _evaluate(args: argparse.Namespace, engine: Engine) -> int:
     reports = []
     for manifest in args.manifests:
         prepared = evaluation.prepare(engine, manifest)
-        reports += prepared.reports(policy)
+        reports += prepared.reports(policy, rerank=args.rerank)
         if args.sweep:
             print(evaluation.sweep(prepared, policy.margin))
     print(evaluation.table(reports, policy))

@@ -57,3 +57,17 @@ def test_eval_on_real_crops_ranks_neighbouring_views_first(engine: Engine, dev_d
     reports = prepare(engine, path).reports(MatchPolicy(0.875, 0.03, 5))
     assert [r.aggregate for r in reports] == ["max", "mean"]
     assert reports[0].rank1 == 1.0 and reports[0].known_queries == 3 and reports[0].unknown_queries == 1
+
+
+def test_k_reciprocal_neighbourhoods_separate_two_clusters() -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(2, 16))
+    points = np.vstack([c + 0.05 * rng.normal(size=(6, 16)) for c in centres])
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+    from sidecar.evaluation import k_reciprocal_distance
+
+    jaccard = k_reciprocal_distance(points @ points.T, k1=4, k2=1)
+    within, across = jaccard[:6, :6][~np.eye(6, dtype=bool)], jaccard[:6, 6:]
+    np.testing.assert_allclose(across, 1.0)  # the clusters share no neighbour
+    assert within.mean() < 0.6
+    np.testing.assert_allclose(np.diag(jaccard), 0.0, atol=1e-6)
