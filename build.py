@@ -194,6 +194,7 @@ def test(with_binary: bool) -> None:
     models()
     check()
     js()
+    run(python, "-m", "mypy", "sidecar")
     env = dict(os.environ)
     if with_binary:
         env["LIVERYID_BINARY"] = str(sidecar())

@@ -170,10 +170,10 @@ def _library_command(args: argparse.Namespace, engine: Engine) -> int:
             print("liveryid enroll: give --car LABEL (or --id) with photos, or --from-folders DIR", file=sys.stderr)
             return 2
         for fields, images in jobs:
-            result = identification.enroll(
+            enrolled = identification.enroll(
                 EnrollParams(car=CarFields(**fields), images=[ImageRef(path=str(p)) for p in images]), quiet)
-            print(f"{result.car.id}  {result.car.label}: {result.car.references} reference(s)")
-            for warning in result.warnings:
+            print(f"{enrolled.car.id}  {enrolled.car.label}: {enrolled.car.references} reference(s)")
+            for warning in enrolled.warnings:
                 print(f"  warning, {images[warning.image]}: {warning.message}", file=sys.stderr)
         return 0
     if args.command == "tag":
@@ -199,10 +199,11 @@ def _library_command(args: argparse.Namespace, engine: Engine) -> int:
                   + (f"  [{d.review}]" if d.review else ""))
         print(f"{found.total} detection(s)", file=sys.stderr)
         return 0
-    result = Exporter(engine).export(
+    exported = Exporter(engine).export(
         ExportParams(format=args.format, output=str(args.output) if args.output else None, overwrite=args.overwrite), quiet)
-    print(f"{result.rows} detection(s); wrote {len(result.files)} file(s)" + (f", skipped {len(result.skipped)} existing" if result.skipped else ""))
-    for path in result.files[:20]:
+    skipped = f", skipped {len(exported.skipped)} existing" if exported.skipped else ""
+    print(f"{exported.rows} detection(s); wrote {len(exported.files)} file(s){skipped}")
+    for path in exported.files[:20]:
         print(f"  {path}")
     return 0
 

@@ -11,7 +11,7 @@ import logging
 import threading
 from pathlib import Path
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -108,7 +108,7 @@ class Engine:
         except ModelMissing as exc:
             status = "checksum_mismatch" if (exc.data or {}).get("reason") == "checksum_mismatch" else "missing"
             problem = exc.message
-        task = "detect" if isinstance(spec, DetectorSpec) else "embed"
+        task: Literal["detect", "embed"] = "detect" if isinstance(spec, DetectorSpec) else "embed"
         return ModelInfo(
             name=spec.name, task=task, version=spec.version, file=spec.file, sha256=spec.sha256,
             input_size=[spec.input.width, spec.input.height], status=status,  # type: ignore[arg-type]

@@ -9,7 +9,9 @@ import io
 import json
 import os
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from xml.sax.saxutils import escape
 
 from sidecar.engine import Engine
@@ -130,5 +132,5 @@ class Exporter:
             written.append(str(sidecar))
         return ExportResult(format="xmp", files=written, skipped=skipped, rows=len(rows))
 
-    def handlers(self) -> dict[str, object]:
+    def handlers(self) -> dict[str, Callable[[Any, RequestContext], Any]]:
         return {"export": self.export}

@@ -11,11 +11,11 @@ from typing import IO
 from sidecar.errors import LibraryInUse
 
 if os.name == "nt":
-    import msvcrt
+    import msvcrt  # type: ignore[import-not-found,unused-ignore]
 
     def _try_lock(handle: IO[bytes]) -> bool:
         try:
-            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined,unused-ignore]
             return True
         except OSError:
             return False

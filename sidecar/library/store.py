@@ -257,7 +257,8 @@ class Store:
         self, car_id: str | None, decision: str | None, min_score: float | None, review: str | None,
         limit: int, offset: int,
     ) -> tuple[list[DetectionRow], int]:
-        where, args = ["1 = 1"], []
+        where: list[str] = ["1 = 1"]
+        args: list[object] = []
         for column, value in (("d.car_id", car_id), ("d.decision", decision)):
             if value is not None:
                 where.append(f"{column} = ?")

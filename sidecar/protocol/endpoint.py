@@ -133,8 +133,8 @@ class Endpoint:
                 self._send_error(request_id, exc)
             return
         if is_notification:
-            if spec.inline:
-                self._handlers[spec.name](params, None)
+            if spec.inline:  # a notification has no id to report progress or cancellation under
+                self._handlers[spec.name](params, RequestContext("", CancelToken(), False, self._notify))
             return
         assert request_id is not None
         self._start(spec, request_id, params, len(frame))
@@ -210,13 +210,13 @@ class Endpoint:
 
     # --- built-in methods --------------------------------------------------
 
-    def _ping(self, params: None, context: RequestContext | None) -> PingResult:
+    def _ping(self, params: None, context: RequestContext) -> PingResult:
         return PingResult(uptime_s=round(time.monotonic() - self._started, 3))
 
-    def _shutdown(self, params: None, context: RequestContext | None) -> None:
+    def _shutdown(self, params: None, context: RequestContext) -> None:
         self._stopping = True
 
-    def _cancel(self, params: CancelParams, context: RequestContext | None) -> None:
+    def _cancel(self, params: CancelParams, context: RequestContext) -> None:
         with self._pending_lock:
             entry = self._pending.get(params.id)
         if entry is None:

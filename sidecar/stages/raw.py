@@ -69,7 +69,8 @@ def _tiff_entries(data: bytes, endian: str, offset: int) -> tuple[dict[int, list
 def _tiff_preview(data: bytes) -> RawPreview | None:
     endian = "<" if data[:2] == b"II" else ">"
     (first,) = struct.unpack(endian + "I", data[4:8])
-    queue, seen = [first], set()
+    queue: list[int] = [first]
+    seen: set[int] = set()
     jpegs: list[bytes] = []
     sensor: tuple[int, int] | None = None
     while queue and len(seen) < _MAX_IFDS:
