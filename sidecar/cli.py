@@ -75,6 +75,13 @@ def _parser() -> argparse.ArgumentParser:
     results.add_argument("--decision", choices=["match", "ambiguous", "unknown"])
     results.add_argument("--review", choices=["pending", "confirmed", "rejected"])
 
+    review = with_library("review", "confirm or reject a tagged detection (ids from `results`)")
+    verdict = review.add_mutually_exclusive_group(required=True)
+    verdict.add_argument("--confirm", type=int, metavar="DETECTION")
+    verdict.add_argument("--reject", type=int, metavar="DETECTION")
+    review.add_argument("--car", help="confirm: the right car's id (default: the matched one)")
+    review.add_argument("--add-as-reference", action="store_true", help="confirm: also enroll the crop as a reference")
+
     export = with_library("export", "write the results as CSV or JSON, or XMP sidecars beside the photos")
     export.add_argument("--format", choices=["csv", "json", "xmp"], required=True)
     export.add_argument("--output", type=Path)
@@ -153,7 +160,7 @@ def _library_command(args: argparse.Namespace, engine: Engine) -> int:
     from sidecar.identification import Identification
     from sidecar.protocol.endpoint import CancelToken, RequestContext
     from sidecar.protocol.messages import (
-        CarFields, EnrollParams, ExportParams, ImageRef, ResultsQueryParams, TagParams,
+        CarFields, EnrollParams, ExportParams, ImageRef, ResultsQueryParams, ReviewParams, TagParams,
     )
     from sidecar.stages.decode import IMAGE_SUFFIXES
 
@@ -198,6 +205,16 @@ def _library_command(args: argparse.Namespace, engine: Engine) -> int:
             print(f"{d.path}  #{d.detection_id} {d.decision:<9} {name}  box={[round(v) for v in d.box]}"
                   + (f"  [{d.review}]" if d.review else ""))
         print(f"{found.total} detection(s)", file=sys.stderr)
+        return 0
+    if args.command == "review":
+        if args.confirm is not None:
+            params = ReviewParams(detection_id=args.confirm, car_id=args.car, add_as_reference=args.add_as_reference)
+            reviewed = identification.results_confirm(params, quiet)
+        else:
+            reviewed = identification.results_reject(ReviewParams(detection_id=args.reject), quiet)
+        d = reviewed.detection
+        print(f"{d.path}  #{d.detection_id} {d.review}" + (f" as {d.car_id}" if d.review == "confirmed" else "")
+              + (f"; new reference {reviewed.reference.id}" if reviewed.reference else ""))
         return 0
     exported = Exporter(engine).export(
         ExportParams(format=args.format, output=str(args.output) if args.output else None, overwrite=args.overwrite), quiet)
