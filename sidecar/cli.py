@@ -208,8 +208,8 @@ def _library_command(args: argparse.Namespace, engine: Engine) -> int:
         return 0
     if args.command == "review":
         if args.confirm is not None:
-            params = ReviewParams(detection_id=args.confirm, car_id=args.car, add_as_reference=args.add_as_reference)
-            reviewed = identification.results_confirm(params, quiet)
+            confirm = ReviewParams(detection_id=args.confirm, car_id=args.car, add_as_reference=args.add_as_reference)
+            reviewed = identification.results_confirm(confirm, quiet)
         else:
             reviewed = identification.results_reject(ReviewParams(detection_id=args.reject), quiet)
         d = reviewed.detection
