@@ -18,6 +18,7 @@ from sidecar.protocol.framing import WIRES
 
 if TYPE_CHECKING:
     from sidecar.engine import Engine
+    from sidecar.protocol.messages import ProgressParams
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -147,10 +148,11 @@ def _run_command(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if failures else 0
 
 
-def _progress_bar(method: str, params: object) -> None:
-    done, total, stage = params.done, params.total, params.stage  # type: ignore[attr-defined]
+def _progress_bar(method: str, params: ProgressParams) -> None:
+    done, total = params.done, params.total
     filled = int(30 * done / total) if total else 30
-    print(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{total} {stage:<48}", end="", file=sys.stderr, flush=True)
+    speed = f" {params.rate:.1f}/s, {params.eta_s:.0f} s left" if params.rate and params.eta_s is not None else ""
+    print(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{total} {params.stage}{speed:<32}", end="", file=sys.stderr, flush=True)
     if done == total:
         print(file=sys.stderr)
 

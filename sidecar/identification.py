@@ -148,7 +148,8 @@ class Identification:
         failed: list[TagFailure] = []
         started = time.monotonic()
         for done, path in enumerate(photos):
-            context.progress(done, len(photos), _eta(done, len(photos), started))
+            rate = done / max(time.monotonic() - started, 1e-6) if done else None
+            context.progress(done, len(photos), "tagging", rate)
             try:
                 data = read_file(str(path), self.engine.limits)
                 content_hash = hashlib.sha256(data).hexdigest()
@@ -173,7 +174,7 @@ class Identification:
                 })
             library.store.save_photo(str(path), content_hash, models, image.shape[1], image.shape[0], detections)
             tagged += 1
-        context.progress(len(photos), len(photos), "done")
+        context.progress(len(photos), len(photos), "done", len(photos) / max(time.monotonic() - started, 1e-6))
         return TagResult(
             total=len(photos), tagged=tagged, skipped=skipped, failed=failed,
             matched=counts["match"], ambiguous=counts["ambiguous"], unknown=counts["unknown"],
@@ -262,13 +263,6 @@ def _expand(paths: list[str], recursive: bool) -> Iterator[Path]:
         photos = [p for p in walker if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
         developed = {p.with_suffix("") for p in photos if p.suffix.lower() not in RAW_SUFFIXES}
         yield from (p for p in photos if p.suffix.lower() not in RAW_SUFFIXES or p.with_suffix("") not in developed)
-
-
-def _eta(done: int, total: int, started: float) -> str:
-    if done == 0:
-        return "tagging"
-    rate = done / max(time.monotonic() - started, 1e-6)
-    return f"tagging {rate:.1f} photos/s, about {(total - done) / rate:.0f} s left"
 
 
 def _source(ref: ImageRef) -> str:

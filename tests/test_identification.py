@@ -144,6 +144,7 @@ def test_a_kill_mid_tagging_resumes_where_it_stopped(tmp_path: Path) -> None:
     process.send({"jsonrpc": "2.0", "id": "tag", "method": "tag", "params": {"paths": [str(photos)], "progress": True}})
     while (message := process.read()).get("params", {}).get("done", 0) < 10:
         pass
+    assert message["params"]["rate"] > 0 and message["params"]["eta_s"] > 0  # photos/s and seconds left
     process.process.send_signal(signal.SIGKILL)
     process.process.wait()
 

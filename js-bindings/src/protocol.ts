@@ -318,6 +318,14 @@ export interface ProgressParams {
    * What the request is doing now.
    */
   stage: string;
+  /**
+   * Items per second so far (tag: photos per second).
+   */
+  rate?: number | null;
+  /**
+   * Seconds left at that rate.
+   */
+  eta_s?: number | null;
 }
 export interface ReferenceIdParams {
   id: number;

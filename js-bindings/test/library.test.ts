@@ -21,11 +21,19 @@ describe('library from Node', () => {
       assert.deepEqual(await engine.identify(BLANK), []);
 
       const progress: number[] = [];
-      const tagged = await engine.tag([FIXTURES], { recursive: false, onProgress: (p) => progress.push(p.done) });
+      let withRate = 0;
+      const tagged = await engine.tag([FIXTURES], {
+        recursive: false,
+        onProgress: (p) => {
+          progress.push(p.done);
+          if (p.rate && p.eta_s !== null) withRate++;
+        },
+      });
       assert.equal(tagged.total, 3); // blank.png, corrupt.jpg, huge.png; the .bin is not a photo
       assert.equal(tagged.tagged, 1);
       assert.deepEqual(tagged.failed.map((f) => f.code).sort(), [ErrorCode.ImageTooLarge, ErrorCode.ImageUnreadable].sort());
       assert.deepEqual(progress, [0, 1, 2, 3]);
+      assert.equal(withRate, 3); // every report after the first photo carries photos/s and seconds left
       assert.equal((await engine.results()).total, 0);
 
       const report = await engine.export('csv', { output: join(library, 'report.csv') });

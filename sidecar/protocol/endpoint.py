@@ -56,12 +56,14 @@ class RequestContext:
     report_progress: bool
     _notify: Callable[[str, Any], None]
 
-    def progress(self, done: int, total: int, stage: str) -> None:
+    def progress(self, done: int, total: int, stage: str, rate: float | None = None) -> None:
         """Mark a stage boundary: honour a pending cancel, and report progress
         if the client asked for it."""
         self.token.check()
         if self.report_progress:
-            self._notify("$/progress", ProgressParams(id=self.id, done=done, total=total, stage=stage))
+            eta = round((total - done) / rate, 1) if rate else None
+            rounded = None if rate is None else round(rate, 2)
+            self._notify("$/progress", ProgressParams(id=self.id, done=done, total=total, stage=stage, rate=rounded, eta_s=eta))
 
 
 Handler = Callable[[Any, RequestContext], Any]

@@ -151,6 +151,8 @@ class ProgressParams(Message):
     done: int
     total: int
     stage: Annotated[str, Meta(description="What the request is doing now.")]
+    rate: Annotated[float | None, Meta(description="Items per second so far (tag: photos per second).")] = None
+    eta_s: Annotated[float | None, Meta(description="Seconds left at that rate.")] = None
 
 
 class DetectParams(RequestParams, kw_only=True):
