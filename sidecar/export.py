@@ -21,7 +21,7 @@ from sidecar.protocol.messages import ExportParams, ExportResult
 
 CSV_COLUMNS = [
     "photo", "detection_id", "x1", "y1", "x2", "y2", "detector_score", "decision", "car_id", "car", "number", "team",
-    "driver", "score", "review",
+    "driver", "score", "review", "sensor_x1", "sensor_y1", "sensor_x2", "sensor_y2",
 ]
 PAGE = 5000
 
@@ -30,6 +30,13 @@ def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.liveryid-tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def sensor_box(row: DetectionRow) -> list[float] | None:
+    """A RAW photo's box in sensor pixels (its preview was analysed)."""
+    if row.sensor_scale is None:
+        return None
+    return [round(v * row.sensor_scale, 1) for v in row.box]
 
 
 def identified_car(row: DetectionRow) -> str | None:
@@ -92,10 +99,13 @@ class Exporter:
             writer.writerow(CSV_COLUMNS)
             for row in rows:
                 car = cars.get(row.car_id) if row.car_id else None
+                raw_box = sensor_box(row)
+                in_sensor: list[object] = list(raw_box) if raw_box else ["", "", "", ""]
                 writer.writerow([
                     row.path, row.id, *row.box, row.detector_score, row.decision, row.car_id or "",
                     car.label if car else "", (car.number or "") if car else "", (car.team or "") if car else "",
                     (car.driver or "") if car else "", "" if row.score is None else row.score, row.review or "",
+                    *in_sensor,
                 ])
             write_atomic(output, buffer.getvalue())
         else:
@@ -107,6 +117,7 @@ class Exporter:
                     "decision": row.decision, "car_id": row.car_id, "car": car.label if car else None,
                     "number": car.number if car else None, "team": car.team if car else None,
                     "driver": car.driver if car else None, "score": row.score, "review": row.review,
+                    "sensor_box": sensor_box(row),
                 })
             document = {"photos": [{"path": path, "detections": dets} for path, dets in sorted(photos.items())]}
             write_atomic(output, json.dumps(document, indent=2) + "\n")

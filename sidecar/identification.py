@@ -156,7 +156,8 @@ class Identification:
                 if not params.rescan and library.store.photo_done(content_hash, models):
                     skipped += 1
                     continue
-                image = decode_photo(data, str(path), self.engine.limits).pixels
+                decoded = decode_photo(data, str(path), self.engine.limits)
+                image = decoded.pixels
                 found, vectors, verdicts = self._identify_image(image, params)
             except RpcError as exc:
                 failed.append(TagFailure(path=str(path), code=exc.code, message=exc.message))
@@ -172,7 +173,8 @@ class Identification:
                     "candidates": [{"car_id": c.car_id, "score": c.score} for c in verdict.candidates],
                     "embedding": vectors[i],
                 })
-            library.store.save_photo(str(path), content_hash, models, image.shape[1], image.shape[0], detections)
+            library.store.save_photo(
+                str(path), content_hash, models, image.shape[1], image.shape[0], decoded.sensor_scale, detections)
             tagged += 1
         context.progress(len(photos), len(photos), "done", len(photos) / max(time.monotonic() - started, 1e-6))
         return TagResult(
@@ -285,6 +287,7 @@ def _result(row: DetectionRow, labels: dict[str, str]) -> ResultDetection:
         label=row.label, decision=row.decision, car_id=row.car_id, score=row.score,  # type: ignore[arg-type]
         candidates=[Candidate(car_id=c["car_id"], label=labels.get(c["car_id"], ""), score=c["score"]) for c in row.candidates],
         review=row.review,  # type: ignore[arg-type]
+        sensor_scale=row.sensor_scale,
     )
 
 

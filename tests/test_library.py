@@ -139,3 +139,21 @@ def test_car_scores_take_each_cars_best_reference() -> None:
     cars = {1: "a", 2: "b", 3: "a"}
     scores = car_scores(np.array([2, 3, 1], np.uint64), np.array([0.8, 0.7, 0.95], np.float32), cars.__getitem__)
     assert [(s.car_id, round(s.score, 2)) for s in scores] == [("a", 0.95), ("b", 0.8)]
+
+
+def test_raw_photos_keep_their_sensor_scale_for_the_exports(tmp_path: Path) -> None:
+    from sidecar.export import sensor_box
+
+    library = Library(tmp_path, "m", DIM)
+    try:
+        detection = {"box": [10.0, 20.0, 110.0, 70.0], "detector_score": 0.8, "label": "car", "decision": "unknown",
+                     "car_id": None, "score": None, "candidates": [], "embedding": unit(1)}
+        library.store.save_photo("/e/IMG_1.NEF", "hash-raw", "models", 640, 480, 6.25, [detection])
+        library.store.save_photo("/e/IMG_2.JPG", "hash-jpg", "models", 640, 480, None, [detection])
+        rows, total = library.store.query_detections(None, None, None, None, 10, 0)
+        assert total == 2
+        by_path = {r.path: r for r in rows}
+        assert sensor_box(by_path["/e/IMG_1.NEF"]) == [62.5, 125.0, 687.5, 437.5]
+        assert sensor_box(by_path["/e/IMG_2.JPG"]) is None
+    finally:
+        library.close()

@@ -351,6 +351,10 @@ export interface ResultDetection {
   score: number | null;
   candidates: Candidate[];
   review: ('confirmed' | 'rejected') | null;
+  /**
+   * For a camera RAW (its embedded JPEG preview is what is analysed): sensor pixels per image pixel, so sensor coordinates are box x scale. Null for other images.
+   */
+  sensor_scale?: number | null;
 }
 export interface ResultsQueryParams {
   car_id?: string | null;

@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS photos (
     models TEXT NOT NULL,
     width INTEGER NOT NULL,
     height INTEGER NOT NULL,
+    sensor_scale REAL,
     tagged_at REAL NOT NULL,
     UNIQUE (content_hash, models)
 );
@@ -101,6 +102,8 @@ class DetectionRow:
     score: float | None
     candidates: list[dict[str, Any]]
     review: str | None
+    sensor_scale: float | None
+    """RAW photos: sensor pixels per pixel of the analysed preview."""
 
 
 def _blob(vector: np.ndarray) -> bytes:
@@ -232,15 +235,16 @@ class Store:
         return bool(self._rows("SELECT 1 FROM photos WHERE content_hash = ? AND models = ?", (content_hash, models)))
 
     def save_photo(
-        self, path: str, content_hash: str, models: str, width: int, height: int,
+        self, path: str, content_hash: str, models: str, width: int, height: int, sensor_scale: float | None,
         detections: list[dict[str, Any]],
     ) -> int:
         """One photo and its detections, replacing an earlier result for the same content and models."""
         with self.transaction() as db:
             db.execute("DELETE FROM photos WHERE content_hash = ? AND models = ?", (content_hash, models))
             cursor = db.execute(
-                "INSERT INTO photos (path, content_hash, models, width, height, tagged_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (path, content_hash, models, width, height, time.time()),
+                "INSERT INTO photos (path, content_hash, models, width, height, sensor_scale, tagged_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (path, content_hash, models, width, height, sensor_scale, time.time()),
             )
             photo_id = cursor.lastrowid
             assert photo_id is not None
@@ -272,7 +276,7 @@ class Store:
         clause = " AND ".join(where)
         total = self._rows(f"SELECT COUNT(*) AS n FROM detections d WHERE {clause}", args)[0]["n"]
         rows = self._rows(
-            f"SELECT d.*, p.path FROM detections d JOIN photos p ON p.id = d.photo_id WHERE {clause}"
+            f"SELECT d.*, p.path, p.sensor_scale FROM detections d JOIN photos p ON p.id = d.photo_id WHERE {clause}"
             " ORDER BY p.path, d.id LIMIT ? OFFSET ?",
             [*args, limit, offset],
         )
@@ -280,7 +284,7 @@ class Store:
 
     def detection(self, detection_id: int) -> tuple[DetectionRow, np.ndarray] | None:
         rows = self._rows(
-            "SELECT d.*, p.path FROM detections d JOIN photos p ON p.id = d.photo_id WHERE d.id = ?", (detection_id,)
+            "SELECT d.*, p.path, p.sensor_scale FROM detections d JOIN photos p ON p.id = d.photo_id WHERE d.id = ?", (detection_id,)
         )
         if not rows:
             return None
@@ -302,5 +306,5 @@ def _car_row(row: sqlite3.Row) -> CarRow:
 def _detection_row(row: sqlite3.Row) -> DetectionRow:
     return DetectionRow(
         row["id"], row["photo_id"], row["path"], json.loads(row["box"]), row["detector_score"], row["label"],
-        row["decision"], row["car_id"], row["score"], json.loads(row["candidates"]), row["review"],
+        row["decision"], row["car_id"], row["score"], json.loads(row["candidates"]), row["review"], row["sensor_scale"],
     )

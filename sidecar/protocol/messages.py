@@ -386,6 +386,7 @@ class ResultDetection(Message):
     score: float | None
     candidates: list[Candidate]
     review: Literal["confirmed", "rejected"] | None
+    sensor_scale: SensorScale = None
 
 
 class ResultsQueryResult(Message):
