@@ -74,7 +74,30 @@ def test_raws_without_a_readable_preview_are_unreadable(tmp_path: Path) -> None:
         embedded_preview(no_preview, "x.dng")
     cr3 = tmp_path / "IMG_0001.CR3"
     cr3.write_bytes(b"\0\0\0\x18ftypcrx " + b"\0" * 100)
-    with pytest.raises(ImageUnreadable, match="CR3"):
+    with pytest.raises(ImageUnreadable, match="no embedded JPEG"):
         decode_image(ImageRef(path=str(cr3)), LIMITS)
     with pytest.raises(ImageUnreadable):
         embedded_preview(b"II*\0\xff\xff\xff\xff", "loop.nef")  # a first IFD beyond the file
+
+
+def bmff_box(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", 8 + len(body)) + kind + body
+
+
+def test_cr3_gives_the_first_tracks_full_size_jpeg(tmp_path: Path) -> None:
+    full = jpeg(600, 400, 77)
+    ftyp = bmff_box(b"ftyp", b"crx \0\0\0\x01crx isom")
+
+    def file_with(offset: int) -> bytes:
+        stsz = bmff_box(b"stsz", struct.pack(">III", 0, 0, 1) + struct.pack(">I", len(full)))
+        co64 = bmff_box(b"co64", struct.pack(">II", 0, 1) + struct.pack(">Q", offset))
+        trak = bmff_box(b"trak", bmff_box(b"mdia", bmff_box(b"minf", bmff_box(b"stbl", stsz + co64))))
+        small_raw_trak = bmff_box(b"trak", bmff_box(b"mdia", b""))
+        return ftyp + bmff_box(b"moov", trak + small_raw_trak)
+
+    head = file_with(0)
+    data = file_with(len(head) + 8) + bmff_box(b"mdat", full)
+    path = tmp_path / "IMG_0001.CR3"
+    path.write_bytes(data)
+    decoded = decode_image(ImageRef(path=str(path)), LIMITS)
+    assert decoded.pixels.shape == (400, 600, 3) and abs(int(decoded.pixels[0, 0, 0]) - 77) < 3

@@ -1,8 +1,9 @@
 """Camera RAW files: the full-size JPEG preview the camera embedded, never a
 demosaic. TIFF-based RAWs (NEF, NRW, CR2, ARW, SRF, SR2, DNG, ORF, RW2,
 PEF) are walked through their IFDs; RAF keeps the JPEG's offset in its
-header. The largest baseline or progressive JPEG wins, and the sensor size
-found beside it gives the preview-to-sensor scale."""
+header; CR3 (ISO base media) keeps the full-size JPEG as the first sample
+of its first track. The largest baseline or progressive JPEG wins, and the
+sensor size found beside it gives the preview-to-sensor scale."""
 
 from __future__ import annotations
 
@@ -98,6 +99,50 @@ def _tiff_preview(data: bytes) -> RawPreview | None:
     return RawPreview(max(jpegs, key=len), *(sensor or (None, None)))
 
 
+def _boxes(data: bytes, start: int, end: int) -> dict[bytes, list[tuple[int, int]]]:
+    """ISO-BMFF child boxes between start and end: type -> [(body start, body end)]."""
+    found: dict[bytes, list[tuple[int, int]]] = {}
+    pos = start
+    while pos + 8 <= end:
+        size, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        header = 8
+        if size == 1:
+            (size,) = struct.unpack(">Q", data[pos + 8 : pos + 16])
+            header = 16
+        elif size == 0:
+            size = end - pos
+        if size < header:
+            break
+        found.setdefault(kind, []).append((pos + header, min(pos + size, end)))
+        pos += size
+    return found
+
+
+def _cr3_preview(data: bytes) -> RawPreview | None:
+    """moov/trak[0]/mdia/minf/stbl: the first sample's size (stsz) and offset (co64)."""
+    top = _boxes(data, 0, len(data))
+    for moov_start, moov_end in top.get(b"moov", []):
+        traks = _boxes(data, moov_start, moov_end).get(b"trak", [])
+        if not traks:
+            return None
+        box = traks[0]
+        for kind in (b"mdia", b"minf", b"stbl"):
+            children = _boxes(data, *box).get(kind)
+            if not children:
+                return None
+            box = children[0]
+        tables = _boxes(data, *box)
+        if b"stsz" not in tables or b"co64" not in tables:
+            return None
+        stsz, co64 = tables[b"stsz"][0][0], tables[b"co64"][0][0]
+        sample_size, count = struct.unpack(">II", data[stsz + 4 : stsz + 12])
+        size = sample_size or struct.unpack(">I", data[stsz + 12 : stsz + 16])[0]
+        (offset,) = struct.unpack(">Q", data[co64 + 8 : co64 + 16])
+        blob = data[offset : offset + size]
+        return RawPreview(blob, None, None) if count and _is_viewable_jpeg(blob) else None
+    return None
+
+
 def embedded_preview(data: bytes, source: str) -> RawPreview:
     """The largest embedded JPEG of a RAW file's bytes."""
     preview = None
@@ -108,11 +153,13 @@ def embedded_preview(data: bytes, source: str) -> RawPreview:
             preview = RawPreview(blob, None, None) if _is_viewable_jpeg(blob) else None
         elif data[:4] in (b"II*\x00", b"MM\x00*", b"IIRO", b"IIU\x00"):
             preview = _tiff_preview(data)
+        elif data[4:12] == b"ftypcrx ":
+            preview = _cr3_preview(data)
     except (struct.error, IndexError):
         preview = None
     if preview is None:
         raise ImageUnreadable(
-            f"{source}: no embedded JPEG preview found (RAW formats read: TIFF-based RAWs and RAF; CR3 not yet)",
+            f"{source}: no embedded JPEG preview found (RAW formats read: TIFF-based RAWs, RAF and CR3)",
             {"source": source},
         )
     return preview
