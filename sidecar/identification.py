@@ -19,16 +19,16 @@ from sidecar.errors import InvalidParams, NotFound, RpcError
 from sidecar.library.store import CarRow, DetectionRow, ReferenceRow
 from sidecar.protocol.endpoint import RequestContext
 from sidecar.protocol.messages import (
-    Candidate, Car, CarDetail, CarIdParams, CarsListResult, CarsMergeParams, CarUpdateParams, EnrollParams,
+    Candidate, Car, CarChanges, CarDetail, CarIdParams, CarsListResult, CarsMergeParams, CarUpdateParams, EnrollParams,
     EnrollResult, EnrollWarning, IdentifiedVehicle, IdentifyParams, IdentifyResult, ImageRef, MatchOptions,
     Reference, ReferenceIdParams, Removed, ResultDetection, ResultsQueryParams, ResultsQueryResult, ReviewParams,
     ReviewResult, TagFailure, TagParams, TagResult,
 )
 from sidecar.stages.decode import IMAGE_SUFFIXES, decode_image, decode_photo, load_image, read_file
-from sidecar.stages.raw import RAW_SUFFIXES
 from sidecar.stages.detect import Detections
 from sidecar.stages.embed import crop
 from sidecar.stages.match import MatchPolicy, Verdict, car_scores, decide
+from sidecar.stages.raw import RAW_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,6 @@ DEFAULT_MARGIN = 0.03
 # reference photo's subject uncertain.
 SEVERAL_VEHICLES_RATIO = 0.5
 ENROLL_MIN_SCORE = 0.2
-CAR_FIELDS = ("label", "number", "team", "driver", "meta")
 
 
 class Identification:
@@ -66,14 +65,12 @@ class Identification:
             vector = self.engine.embedder()([crop(image, box)])[0]
             entries.append((_source(image_ref), box, vector, quality))
         context.progress(len(params.images), len(params.images), "store")
-        fields = {f: getattr(params.car, f) for f in CAR_FIELDS if getattr(params.car, f) is not msgspec.UNSET}
         car_id = params.car.id if params.car.id is not msgspec.UNSET else None
-        car, references = library.enroll(car_id, fields, entries)
+        car, references = library.enroll(car_id, _given(params.car), entries)
         return EnrollResult(car=_car(car), references=[_reference(r) for r in references], warnings=warnings)
 
     def cars_update(self, params: CarUpdateParams, context: RequestContext) -> Car:
-        fields = {f: getattr(params, f) for f in CAR_FIELDS if getattr(params, f) is not msgspec.UNSET}
-        return _car(self.engine.library().update_car(params.id, fields))
+        return _car(self.engine.library().update_car(params.id, _given(params)))
 
     def cars_remove(self, params: CarIdParams, context: RequestContext) -> Removed:
         self.engine.library().remove_car(params.id)
@@ -265,6 +262,11 @@ def _expand(paths: list[str], recursive: bool) -> Iterator[Path]:
         photos = [p for p in walker if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
         developed = {p.with_suffix("") for p in photos if p.suffix.lower() not in RAW_SUFFIXES}
         yield from (p for p in photos if p.suffix.lower() not in RAW_SUFFIXES or p.with_suffix("") not in developed)
+
+
+def _given(changes: CarChanges) -> dict[str, Any]:
+    """The car fields a request sets (UNSET ones stay as they are)."""
+    return {f: getattr(changes, f) for f in CarChanges.__struct_fields__ if getattr(changes, f) is not msgspec.UNSET}
 
 
 def _source(ref: ImageRef) -> str:
