@@ -8,7 +8,10 @@ import { createDecoder, encodeFrame, type FrameDecoder, type Wire } from './fram
 import {
   PROTOCOL_VERSION,
   type Car,
+  type CarDetail,
   type CarFields,
+  type CarsMergeParams,
+  type CarUpdateParams,
   type Detection,
   type DetectParams,
   type EmbedResult,
@@ -25,6 +28,7 @@ import {
   type ProgressParams,
   type ResultsQueryParams,
   type ResultsQueryResult,
+  type ReviewResult,
   type TagParams,
   type TagResult,
 } from './protocol.js';
@@ -164,6 +168,38 @@ export class Engine {
 
   async cars(): Promise<Car[]> {
     return (await this.request('cars.list', null)).cars;
+  }
+
+  car(id: string): Promise<CarDetail> {
+    return this.request('cars.get', { id });
+  }
+
+  /** Change only the given fields. */
+  updateCar(id: string, changes: Omit<CarUpdateParams, 'id'>): Promise<Car> {
+    return this.request('cars.update', { ...changes, id });
+  }
+
+  async removeCar(id: string): Promise<void> {
+    await this.request('cars.remove', { id });
+  }
+
+  /** Move the references and results of `sources` into `into`, then remove them. */
+  mergeCars(into: string, sources: string[]): Promise<Car> {
+    return this.request('cars.merge', { into, sources: sources as CarsMergeParams['sources'] });
+  }
+
+  async removeReference(id: number): Promise<void> {
+    await this.request('references.remove', { id });
+  }
+
+  /** The user confirms a detection's car (default: the matched one), optionally adding the crop as a reference. */
+  confirm(detectionId: number, options: { carId?: string; addAsReference?: boolean } = {}): Promise<ReviewResult> {
+    const params = { detection_id: detectionId, car_id: options.carId ?? null, add_as_reference: options.addAsReference ?? false };
+    return this.request('results.confirm', params);
+  }
+
+  reject(detectionId: number): Promise<ReviewResult> {
+    return this.request('results.reject', { detection_id: detectionId });
   }
 
   results(query: ResultsQueryParams = {}): Promise<ResultsQueryResult> {

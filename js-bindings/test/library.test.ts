@@ -38,6 +38,18 @@ describe('library from Node', () => {
 
       const report = await engine.export('csv', { output: join(library, 'report.csv') });
       assert.ok(readFileSync(report.files[0]!, 'utf8').startsWith('photo,detection_id'));
+
+      assert.equal((await engine.updateCar('car-7', { driver: 'A. Driver' })).driver, 'A. Driver');
+      await engine.enroll({ id: 'car-8', label: '#8' }, [BLANK], { boxes: [[0, 0, 30, 30]] });
+      const merged = await engine.mergeCars('car-7', ['car-8']);
+      assert.equal(merged.references, 2);
+      const detail = await engine.car('car-7');
+      await engine.removeReference(detail.references[1]!.id);
+      assert.equal((await engine.car('car-7')).car.references, 1);
+      await assert.rejects(engine.confirm(12345), { code: ErrorCode.NotFound });
+      await assert.rejects(engine.reject(12345), { code: ErrorCode.NotFound });
+      await engine.removeCar('car-7');
+      assert.deepEqual(await engine.cars(), []);
     } finally {
       await engine.close();
     }
