@@ -187,7 +187,7 @@ def _library_command(args: argparse.Namespace, engine: Engine) -> int:
         return 0
     if args.command == "tag":
         options = {} if args.threshold is None else {"threshold": args.threshold}
-        params = TagParams(paths=[str(p) for p in args.paths], rescan=args.rescan, progress=True, **options)
+        params = TagParams(images=[str(p) for p in args.paths], rescan=args.rescan, progress=True, **options)
         result = identification.tag(params, RequestContext(0, CancelToken(), True, _progress_bar))
         print(f"{result.total} photo(s): {result.tagged} tagged, {result.skipped} already done, {len(result.failed)} failed; "
               f"vehicles: {result.matched} matched, {result.ambiguous} ambiguous, {result.unknown} unknown")

@@ -138,7 +138,7 @@ class Identification:
 
     def tag(self, params: TagParams, context: RequestContext) -> TagResult:
         library = self.engine.library()
-        photos = sorted(set(_expand(params.paths, params.recursive)))
+        photos = sorted(set(_expand(params.images, params.recursive)))
         models = self.engine.models_key()
         counts = {"match": 0, "ambiguous": 0, "unknown": 0}
         tagged = skipped = 0

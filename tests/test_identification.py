@@ -74,10 +74,10 @@ def test_enroll_identify_tag_review_and_export(tmp_path: Path, dev_data: Path) -
             best = max(result["vehicles"], key=lambda v: _iou(np.asarray(v["box"]), truth))
             assert best["candidates"][0]["car_id"] == car_ids[car]
 
-        tagged = process.request("tag", {"paths": [str(event)], "min_score": 0.1}, id="tag")["result"]
+        tagged = process.request("tag", {"images": [str(event)], "min_score": 0.1}, id="tag")["result"]
         assert (tagged["total"], tagged["tagged"], tagged["skipped"]) == (4, 3, 0)
         assert [f["code"] for f in tagged["failed"]] == [-32001]
-        again = process.request("tag", {"paths": [str(event)]}, id="again")["result"]
+        again = process.request("tag", {"images": [str(event)]}, id="again")["result"]
         assert (again["tagged"], again["skipped"]) == (0, 3)
 
         everything = process.request("results.query", {}, id="all")["result"]
@@ -141,7 +141,7 @@ def test_a_kill_mid_tagging_resumes_where_it_stopped(tmp_path: Path) -> None:
         cv2.imwrite(str(photos / f"{i:03d}.png"), rng.integers(0, 256, (480, 640, 3), dtype=np.uint8))
     process = SidecarProcess("json")
     open_library(process, tmp_path / "lib")
-    process.send({"jsonrpc": "2.0", "id": "tag", "method": "tag", "params": {"paths": [str(photos)], "progress": True}})
+    process.send({"jsonrpc": "2.0", "id": "tag", "method": "tag", "params": {"images": [str(photos)], "progress": True}})
     while (message := process.read()).get("params", {}).get("done", 0) < 10:
         pass
     assert message["params"]["rate"] > 0 and message["params"]["eta_s"] > 0  # photos/s and seconds left
@@ -155,7 +155,7 @@ def test_a_kill_mid_tagging_resumes_where_it_stopped(tmp_path: Path) -> None:
     resumed = SidecarProcess("json")
     try:
         open_library(resumed, tmp_path / "lib")
-        result = resumed.request("tag", {"paths": [str(photos)]}, id="resume")["result"]
+        result = resumed.request("tag", {"images": [str(photos)]}, id="resume")["result"]
         assert result["skipped"] == stored and result["tagged"] + result["skipped"] == 40 and not result["failed"]
     finally:
         resumed.kill()
@@ -175,7 +175,7 @@ def test_raw_files_are_tagged_through_their_previews_and_pairs_once(tmp_path: Pa
         open_library(process, tmp_path / "lib")
         detected = process.request("detect", {"image": {"path": str(photos / "IMG_2.NEF")}}, id="raw")["result"]
         assert (detected["width"], detected["height"], detected["sensor_scale"]) == (640, 480, 9.375)
-        tagged = process.request("tag", {"paths": [str(photos)]}, id="tag")["result"]
+        tagged = process.request("tag", {"images": [str(photos)]}, id="tag")["result"]
         assert (tagged["total"], tagged["tagged"], tagged["failed"]) == (2, 2, [])  # three files, two pictures
     finally:
         process.kill()

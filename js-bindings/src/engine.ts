@@ -160,9 +160,9 @@ export class Engine {
   }
 
   /** Identify every photo of folders or files, storing the results in the library (re-runs skip done photos). */
-  tag(paths: string[], options: Omit<TagParams, 'paths' | 'progress'> & CallOptions = {}): Promise<TagResult> {
+  tag(paths: string[], options: Omit<TagParams, 'images' | 'progress'> & CallOptions = {}): Promise<TagResult> {
     const { signal, onProgress, ...params } = options;
-    const request = { ...params, paths: paths as TagParams['paths'], progress: onProgress !== undefined };
+    const request = { ...params, images: paths as TagParams['images'], progress: onProgress !== undefined };
     return this.request('tag', request, { signal, onProgress });
   }
 

@@ -410,11 +410,11 @@ export interface TagParams {
    */
   min_score?: number;
   /**
-   * Photos and folders (folders are walked).
+   * Paths of photos and folders (folders are walked).
    *
    * @minItems 1
    */
-  paths: [string, ...string[]];
+  images: [string, ...string[]];
   recursive?: boolean;
   /**
    * Tag again photos already tagged with the same models.

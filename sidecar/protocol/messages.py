@@ -344,7 +344,7 @@ class IdentifyResult(Message):
 
 
 class TagParams(MatchOptions, kw_only=True):
-    paths: Annotated[list[str], Meta(min_length=1, description="Photos and folders (folders are walked).")]
+    images: Annotated[list[str], Meta(min_length=1, description="Paths of photos and folders (folders are walked).")]
     recursive: bool = True
     rescan: Annotated[bool, Meta(description="Tag again photos already tagged with the same models.")] = False
 
