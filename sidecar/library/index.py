@@ -65,10 +65,10 @@ class ReferenceIndex:
     def save(self, ids: np.ndarray) -> None:
         """Atomic: write beside, then rename over, index first, fingerprint
         last. `ids` are the database's reference ids the index now holds."""
-        tmp = self.path.with_suffix(".tmp")
+        tmp = self.path.with_name(self.path.name + ".tmp")
         self._index.save(str(tmp))
         os.replace(tmp, self.path)
-        meta_tmp = self.meta_path.with_suffix(".tmp")
+        meta_tmp = self.meta_path.with_name(self.meta_path.name + ".tmp")
         meta_tmp.write_text(json.dumps({"model": self.model, "dim": self.dim, "count": len(ids),
                                         "fingerprint": fingerprint(self.model, ids)}))
         os.replace(meta_tmp, self.meta_path)
