@@ -157,3 +157,18 @@ def test_raw_photos_keep_their_sensor_scale_for_the_exports(tmp_path: Path) -> N
         assert sensor_box(by_path["/e/IMG_2.JPG"]) is None
     finally:
         library.close()
+
+
+def test_concurrent_writes_leave_the_index_in_step_with_the_database(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    library = Library(tmp_path, "m", DIM)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: library.enroll(f"car{i}", {"label": f"C{i}"}, entries(i, 100 + i)), range(40)))
+    library.close()
+    reopened = Library(tmp_path, "m", DIM)
+    try:
+        assert not reopened.index.rebuilt and len(reopened.index) == 80
+        assert nearest_car(reopened, unit(117)) == "car17"
+    finally:
+        reopened.close()

@@ -3,10 +3,13 @@ embedder, and the writer lock, opened and kept consistent together."""
 
 from __future__ import annotations
 
+import functools
 import logging
+import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -17,6 +20,16 @@ from sidecar.library.store import CarRow, ReferenceRow, Store
 
 log = logging.getLogger(__name__)
 DATABASE = "library.sqlite"
+T = TypeVar("T")
+
+
+def _serialised(method: Callable[..., T]) -> Callable[..., T]:
+    @functools.wraps(method)
+    def locked(self: Library, *args: Any, **kwargs: Any) -> T:
+        with self._writing:
+            return method(self, *args, **kwargs)
+
+    return locked
 
 
 class Library:
@@ -27,6 +40,9 @@ class Library:
         folder.mkdir(parents=True, exist_ok=True)
         self._lock = LibraryLock(folder)
         self._lock.acquire()
+        # Requests run on several threads: one library write (database, then
+        # index and its fingerprint) at a time keeps the two in step.
+        self._writing = threading.RLock()
         try:
             self.store = Store(folder / DATABASE)
             self.index = ReferenceIndex(folder, model, dim)
@@ -43,6 +59,7 @@ class Library:
 
     # --- writes: the database first (the truth), then the index ----------------
 
+    @_serialised
     def enroll(
         self, car_id: str | None, fields: dict[str, Any],
         entries: list[tuple[str, list[float], np.ndarray, float]],
@@ -60,16 +77,19 @@ class Library:
             self._save_index()
         return self.store.car(car_id) or car, references
 
+    @_serialised
     def update_car(self, car_id: str, fields: dict[str, Any]) -> CarRow:
         self.require_car(car_id)
         with self.store.transaction() as db:
             return self.store.save_car(db, car_id, fields)
 
+    @_serialised
     def remove_car(self, car_id: str) -> None:
         references = [r.id for r in self.store.references(self.require_car(car_id).id) if r.model == self.model]
         self.store.remove_car(car_id)
         self._forget(references)
 
+    @_serialised
     def merge(self, into: str, sources: list[str]) -> CarRow:
         for car_id in (into, *sources):
             self.require_car(car_id)
@@ -79,6 +99,7 @@ class Library:
         self._ref_cars.update({ref: into for ref, car in self._ref_cars.items() if car in sources})
         return self.require_car(into)
 
+    @_serialised
     def remove_reference(self, reference_id: int) -> str:
         car_id = self.store.remove_reference(reference_id)
         if car_id is None:
