@@ -13,7 +13,6 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
-import numpy as np
 
 from sidecar import __version__
 from sidecar.config import Settings
@@ -172,10 +171,9 @@ class Engine:
 
     @staticmethod
     def _detections(found: Detections, classes: list[str]) -> list[Detection]:
-        boxes = np.round(found.boxes.astype(np.float64), 1).tolist()
         return [
-            Detection(box=box, score=round(float(score), 4), label=classes[int(class_id)])
-            for box, score, class_id in zip(boxes, found.scores, found.class_ids)
+            Detection(box=box, score=score, label=classes[int(found.class_ids[i])])
+            for i, (box, score) in enumerate(map(found.reported, range(len(found))))
         ]
 
     def handlers(self) -> dict[str, Callable[[Any, RequestContext], Any]]:

@@ -126,9 +126,10 @@ class Identification:
         return {car.id: car.label for car in self.engine.library().store.cars()}
 
     def _vehicle(self, found: Detections, i: int, verdict: Verdict, labels: dict[str, str]) -> IdentifiedVehicle:
+        box, score = found.reported(i)
         return IdentifiedVehicle(
-            box=found.boxes[i].astype(float).round(1).tolist(),
-            detector_score=round(float(found.scores[i]), 4),
+            box=box,
+            detector_score=score,
             label=self.engine.detector().spec.classes[int(found.class_ids[i])],
             decision=verdict.decision, car_id=verdict.car_id, score=verdict.score,
             candidates=[Candidate(car_id=c.car_id, label=labels.get(c.car_id, ""), score=c.score) for c in verdict.candidates],
@@ -162,9 +163,10 @@ class Identification:
             detections = []
             for i, verdict in enumerate(verdicts):
                 counts[verdict.decision] += 1
+                box, score = found.reported(i)
                 detections.append({
-                    "box": found.boxes[i].astype(float).round(1).tolist(),
-                    "detector_score": round(float(found.scores[i]), 4),
+                    "box": box,
+                    "detector_score": score,
                     "label": self.engine.detector().spec.classes[int(found.class_ids[i])],
                     "decision": verdict.decision, "car_id": verdict.car_id, "score": verdict.score,
                     "candidates": [{"car_id": c.car_id, "score": c.score} for c in verdict.candidates],
@@ -237,16 +239,16 @@ def reference_box(engine: Engine, image: np.ndarray, given: list[float] | None, 
             image=index, problem="no_vehicle", message="no vehicle found: the whole image is the reference")
     weight = found.scores * (found.boxes[:, 2] - found.boxes[:, 0]) * (found.boxes[:, 3] - found.boxes[:, 1])
     order = np.argsort(-weight)
-    best = found.boxes[order[0]].astype(float).round(1).tolist()
+    best, best_score = found.reported(int(order[0]))
     rivals = [i for i in order[1:] if weight[i] >= SEVERAL_VEHICLES_RATIO * weight[order[0]]]
     warning = None
     if rivals:
         warning = EnrollWarning(
             image=index, problem="several_vehicles",
             message=f"{len(rivals) + 1} vehicles of similar size: the largest, most certain one is the reference",
-            boxes=[found.boxes[i].astype(float).round(1).tolist() for i in (order[0], *rivals)],
+            boxes=[found.reported(int(i))[0] for i in (order[0], *rivals)],
         )
-    return best, round(float(found.scores[order[0]]), 4), warning
+    return best, best_score, warning
 
 
 def _expand(paths: list[str], recursive: bool) -> Iterator[Path]:

@@ -40,6 +40,10 @@ class Detections:
     def __len__(self) -> int:
         return len(self.scores)
 
+    def reported(self, i: int) -> tuple[list[float], float]:
+        """Detection i as the protocol reports it: box to 0.1 px, score to 4 decimals."""
+        return self.boxes[i].astype(float).round(1).tolist(), round(float(self.scores[i]), 4)
+
 
 def grid_centres(side_cells: int, stride: int) -> np.ndarray:
     """(cells², 2) x, y centres of a square grid, row-major like the head's outputs."""
