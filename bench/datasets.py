@@ -12,6 +12,12 @@ from sidecar.stages.decode import IMAGE_SUFFIXES
 DATA_DIR = Path(os.environ.get("LIVERYID_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 EPFL_DIR = DATA_DIR / "epfl-gims08-dev"
 F1_DIR = DATA_DIR / "f1-game-teams-dev"
+KHOA_DIR = DATA_DIR / "khoa-2cam-dev"
+
+# The project's embedder trains on the Khoa train split alone
+# (`models/train_reid.py`). Everything else is validation, never trained on:
+# the Khoa val split, every EPFL car (real cars the model never sees) and the
+# F1 game images (third-party screenshots, licensed for testing only).
 
 
 @dataclass(frozen=True)
@@ -47,3 +53,9 @@ def f1_images() -> list[tuple[Path, str]]:
         for path in sorted(team_dir.iterdir())
         if path.suffix.lower() in IMAGE_SUFFIXES
     ]
+
+
+def khoa_images(split: str) -> list[tuple[Path, str]]:
+    """(crop, vehicle) for the Khoa `train` or `val` split (`<type>_<id>_cam<n>.jpg`)."""
+    names = [n.strip() for n in (KHOA_DIR / f"{split}.txt").read_text().split("\n") if n.strip()]
+    return [(KHOA_DIR / "images" / name, name.rsplit("_cam", 1)[0]) for name in names]

