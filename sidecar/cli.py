@@ -26,6 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"liveryid {__version__}")
     parser.add_argument("--models", type=Path, help="folder holding manifest.json and the ONNX models")
     parser.add_argument("--workers", type=int, help="requests run in parallel (default 2)")
+    parser.add_argument("--embedder", help="embedding model from the manifest (default liveryid-reid-mnv2)")
+    parser.add_argument("--colour-weight", type=float, help="share of the colour histogram in appearance (default: the manifest's)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -93,7 +95,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = settings_from_env(models_dir=args.models, workers=args.workers)
+    settings = settings_from_env(models_dir=args.models, workers=args.workers, embedder=args.embedder,
+                                 colour_weight=args.colour_weight)
     if args.command == "serve":
         from sidecar.serve import claim_stdout, serve
 
@@ -229,14 +232,9 @@ def _library_command(args: argparse.Namespace, engine: Engine) -> int:
 
 def _evaluate(args: argparse.Namespace, engine: Engine) -> int:
     from sidecar import evaluation
-    from sidecar.identification import DEFAULT_MARGIN, DEFAULT_THRESHOLD
-    from sidecar.stages.match import MatchPolicy
+    from sidecar.identification import match_policy
 
-    policy = MatchPolicy(
-        threshold=DEFAULT_THRESHOLD if args.threshold is None else args.threshold,
-        margin=DEFAULT_MARGIN if args.margin is None else args.margin,
-        top_k=5,
-    )
+    policy = match_policy(engine, args.threshold, args.margin, 5)
     reports = []
     for manifest in args.manifests:
         prepared = evaluation.prepare(engine, manifest)

@@ -18,7 +18,12 @@ DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     models_dir: Path = DEFAULT_MODELS_DIR
     detector: str = "nanodet-m-coco"
-    embedder: str = "mobilenetv2-imagenet"
+    # The project's re-identification embedder; "mobilenetv2-imagenet" is the
+    # generic one it was trained from (a fallback, and the "before" of eval).
+    embedder: str = "liveryid-reid-mnv2"
+    # Overrides the manifest's colour fusion weight (0 = the embedding alone):
+    # for measuring what the colours add, not for everyday use.
+    colour_weight: float | None = None
     # Requests run on this many worker threads; the read loop stays free for
     # ping and cancellation.
     workers: int = 2

@@ -13,6 +13,7 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
+import msgspec
 
 from sidecar import __version__
 from sidecar.config import Settings
@@ -29,7 +30,7 @@ from sidecar.protocol.messages import (
 from sidecar.protocol.methods import METHODS
 from sidecar.stages.decode import IMAGE_FORMATS, ImageLimits, decode_image, load_image
 from sidecar.stages.detect import Detections, NanoDetDetector
-from sidecar.stages.embed import Embedder, crop
+from sidecar.stages.embed import Embedder, appearance_dim, crop
 
 log = logging.getLogger(__name__)
 Stage = TypeVar("Stage")
@@ -71,7 +72,7 @@ class Engine:
         if self._library is not None:
             self._library.close()
             self._library = None
-        self._library = Library(folder, embedder.spec.name, embedder.spec.output_dim)
+        self._library = Library(folder, embedder.key, embedder.dim)
         return self._library
 
     def close(self) -> None:
@@ -81,7 +82,8 @@ class Engine:
 
     def models_key(self) -> str:
         """Names and hashes of the models a tagging result depends on."""
-        return "+".join(f"{s.spec.name}@{s.spec.sha256[:12]}" for s in (self.detector(), self.embedder()))
+        detector, embedder = self.detector(), self.embedder()
+        return f"{detector.spec.name}@{detector.spec.sha256[:12]}+{embedder.key}@{embedder.spec.sha256[:12]}"
 
     def vehicle_classes(self, names: list[str] | None) -> list[int]:
         detector = self.detector()
@@ -97,7 +99,12 @@ class Engine:
         return self._stage(self.settings.detector, NanoDetDetector)
 
     def embedder(self) -> Embedder:
-        return self._stage(self.settings.embedder, Embedder)
+        return self._stage(self.settings.embedder, self._embedder)
+
+    def _embedder(self, spec: EmbedderSpec, session: OrtSession) -> Embedder:
+        if self.settings.colour_weight is not None:
+            spec = msgspec.structs.replace(spec, colour_weight=self.settings.colour_weight)
+        return Embedder(spec, session)
 
     def _model_info(self, name: str, load: Callable[[], object]) -> ModelInfo:
         spec: ModelBase = self.manifest().get(name)
@@ -111,7 +118,7 @@ class Engine:
         return ModelInfo(
             name=spec.name, task=task, version=spec.version, file=spec.file, sha256=spec.sha256,
             input_size=[spec.input.width, spec.input.height], status=status,  # type: ignore[arg-type]
-            output_dim=spec.output_dim if isinstance(spec, EmbedderSpec) else None, problem=problem,
+            output_dim=appearance_dim(spec) if isinstance(spec, EmbedderSpec) else None, problem=problem,
         )
 
     # --- methods -------------------------------------------------------------
@@ -167,7 +174,7 @@ class Engine:
         context.progress(1, 2, "embed")
         vector = embedder([crop(image, params.box)])[0]
         context.progress(2, 2, "done")
-        return EmbedResult(vector=vector, model=embedder.spec.name, dim=int(vector.shape[0]))  # type: ignore[arg-type]
+        return EmbedResult(vector=vector, model=embedder.key, dim=int(vector.shape[0]))  # type: ignore[arg-type]
 
     @staticmethod
     def _detections(found: Detections, classes: list[str]) -> list[Detection]:

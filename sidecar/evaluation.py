@@ -195,7 +195,7 @@ def sweep(prepared: Prepared, margin: float) -> str:
     cars, sims = prepared.scores("max")
     lines = [f"{prepared.name}: threshold sweep, margin {margin}", "| threshold | true match | wrong match | false match (unknown) |",
              "|---|---|---|---|"]
-    for threshold in np.arange(0.60, 0.96, 0.025):
+    for threshold in np.arange(0.40, 0.96, 0.025):
         r = evaluate(prepared.name, cars, sims, prepared.truths, MatchPolicy(float(threshold), margin, 5), "max", 0)
         lines.append(f"| {threshold:.3f} | {r.true_match_rate:.1%} | {r.wrong_match_rate:.1%} | {r.false_match_rate:.1%} |")
     return "\n".join(lines)

@@ -32,12 +32,6 @@ from sidecar.stages.raw import RAW_SUFFIXES
 
 log = logging.getLogger(__name__)
 
-# Similarity a match needs, and its lead over the runner-up. From the
-# `liveryid eval --sweep` tables (README): at 0.875 about 1% of never-enrolled
-# cars are matched on the real sets (EPFL, Khoa) with the default embedder;
-# most event photos show such cars, so a false match must be rare.
-DEFAULT_THRESHOLD = 0.875
-DEFAULT_MARGIN = 0.03
 # A second vehicle this close to the dominant one (area x score) makes the
 # reference photo's subject uncertain.
 SEVERAL_VEHICLES_RATIO = 0.5
@@ -93,11 +87,7 @@ class Identification:
     # --- identification --------------------------------------------------------
 
     def _policy(self, options: MatchOptions) -> MatchPolicy:
-        return MatchPolicy(
-            threshold=DEFAULT_THRESHOLD if options.threshold is None else options.threshold,
-            margin=DEFAULT_MARGIN if options.margin is None else options.margin,
-            top_k=options.top_k,
-        )
+        return match_policy(self.engine, options.threshold, options.margin, options.top_k)
 
     def _identify_image(self, image: np.ndarray, options: MatchOptions) -> tuple[Detections, np.ndarray, list[Verdict]]:
         library = self.engine.library()
@@ -223,6 +213,18 @@ class Identification:
             "cars.get": self.cars_get, "identify": self.identify, "tag": self.tag, "results.query": self.results_query,
             "results.confirm": self.results_confirm, "results.reject": self.results_reject,
         }
+
+
+def match_policy(engine: Engine, threshold: float | None, margin: float | None, top_k: int) -> MatchPolicy:
+    """The caller's threshold and margin, else the active embedder's calibrated
+    ones: most event photos show cars nobody enrolled, so a false match must be
+    rare (the manifest's values keep it near 1% on the real dev sets)."""
+    spec = engine.embedder().spec
+    return MatchPolicy(
+        threshold=spec.match_threshold if threshold is None else threshold,
+        margin=spec.match_margin if margin is None else margin,
+        top_k=top_k,
+    )
 
 
 def reference_box(engine: Engine, image: np.ndarray, given: list[float] | None, index: int) -> tuple[list[float], float, EnrollWarning | None]:

@@ -132,7 +132,7 @@ def test_msgpack_vectors_are_float32_bytes_equal_to_the_json_numbers() -> None:
         finally:
             process.kill()
     from_bytes = np.frombuffer(vectors["msgpack"], "<f4")
-    assert from_bytes.shape == (1280,)
+    assert from_bytes.shape == (1388,)
     np.testing.assert_allclose(from_bytes, np.asarray(vectors["json"], np.float32), rtol=0, atol=0)
     assert abs(float(np.linalg.norm(from_bytes)) - 1.0) < 1e-5
 
@@ -141,16 +141,16 @@ def test_missing_and_corrupt_models_are_named_and_the_rest_keeps_working(tmp_pat
     models = ROOT / "models"
     shutil.copy(models / "manifest.json", tmp_path / "manifest.json")
     shutil.copy(models / "nanodet-m-416.onnx", tmp_path / "nanodet-m-416.onnx")
-    (tmp_path / "mobilenetv2-imagenet-224.onnx").write_bytes(b"not the model")
+    (tmp_path / "liveryid-reid-mnv2-224.onnx").write_bytes(b"not the model")
     process = SidecarProcess("json", extra_args=["--models", str(tmp_path)])
     try:
         info = process.request("initialize", {}, id=1)["result"]
         status = {m["name"]: m for m in info["models"]}
         assert status["nanodet-m-coco"]["status"] == "loaded"
-        assert status["mobilenetv2-imagenet"]["status"] == "checksum_mismatch"
-        assert "build.py models" in status["mobilenetv2-imagenet"]["problem"]
+        assert status["liveryid-reid-mnv2"]["status"] == "checksum_mismatch"
+        assert "build.py models" in status["liveryid-reid-mnv2"]["problem"]
         error = process.request("embed", {"image": BLANK}, id=2)["error"]
-        assert error["code"] == -32004 and error["data"]["model"] == "mobilenetv2-imagenet"
+        assert error["code"] == -32004 and error["data"]["model"] == "liveryid-reid-mnv2"
         assert "result" in process.request("detect", {"image": BLANK}, id=3)
         (tmp_path / "nanodet-m-416.onnx").unlink()
         fresh = SidecarProcess("json", extra_args=["--models", str(tmp_path)])

@@ -21,7 +21,7 @@ for (const wire of WIRES) {
       assert.equal(engine.info.server_name, 'liveryid');
       const byName = Object.fromEntries(engine.info.models.map((m) => [m.name, m]));
       assert.equal(byName['nanodet-m-coco']?.status, 'loaded');
-      assert.equal(byName['mobilenetv2-imagenet']?.output_dim, 1280);
+      assert.equal(byName['liveryid-reid-mnv2']?.output_dim, 1388);
       assert.deepEqual(engine.info.capabilities.wires, ['json', 'msgpack']);
     });
 
@@ -32,7 +32,7 @@ for (const wire of WIRES) {
       assert.ok(0 <= x1 && x1 < x2 && x2 <= 1920 && 0 <= y1 && y1 < y2 && y2 <= 1080);
       const vec = await engine.embed({ path: F1_PHOTO! }, dets[0]!.box);
       assert.ok(vec instanceof Float32Array);
-      assert.equal(vec.length, 1280);
+      assert.equal(vec.length, 1388);
       const norm = Math.hypot(...vec);
       assert.ok(Math.abs(norm - 1) < 1e-4, `norm ${norm}`);
     });

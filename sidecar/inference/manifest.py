@@ -61,9 +61,29 @@ class DetectorSpec(ModelBase, tag="detect"):
     """Classes reported by default: the detector's names for vehicles."""
 
 
+class Training(Struct, frozen=True, forbid_unknown_fields=True):
+    """How a model the project trained itself was made, and how good it is."""
+
+    starting_weights: str
+    data: list[str]
+    recipe: str
+    validation: dict[str, str]
+    """Figures on data never trained on, from the command in `measured_with`."""
+    measured_with: str
+
+
 class EmbedderSpec(ModelBase, tag="embed"):
     output: str
     output_dim: int
+    match_threshold: float
+    """Cosine similarity a match needs by default: each embedder has its own
+    scale, so each carries the value calibrated for it (`liveryid eval --sweep`)."""
+    match_margin: float
+    """Lead over the runner-up car a match needs by default."""
+    colour_weight: float = 0.0
+    """Share of the livery colour histogram in the appearance similarity
+    (sidecar/stages/colour.py); 0 uses the embedding alone."""
+    training: Training | None = None
 
 
 ModelSpec = DetectorSpec | EmbedderSpec

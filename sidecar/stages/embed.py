@@ -7,6 +7,7 @@ import numpy as np
 
 from sidecar.inference.manifest import EmbedderSpec
 from sidecar.inference.session import OrtSession
+from sidecar.stages import colour
 from sidecar.stages.preprocess import to_tensor
 
 MAX_BATCH = 16
@@ -30,12 +31,23 @@ def l2_normalise(vectors: np.ndarray) -> np.ndarray:
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
+def appearance_dim(spec: EmbedderSpec) -> int:
+    """Length of the vectors an embedder's stage returns (the model's output, plus the colours when fused)."""
+    return spec.output_dim + (colour.DIM if spec.colour_weight else 0)
+
+
 class Embedder:
+    """Appearance vectors: the model's embedding, fused with the livery's
+    colour histogram when the manifest gives the colours a weight."""
+
     def __init__(self, spec: EmbedderSpec, session: OrtSession) -> None:
         if spec.input.resize != "stretch":
             raise ValueError(f"{spec.name}: the embedder stretches crops; manifest says {spec.input.resize}")
         self.spec = spec
         self._session = session
+        self.dim = appearance_dim(spec)
+        # What the library keys references by: vectors fused differently are not comparable.
+        self.key = f"{spec.name}+colour{spec.colour_weight:g}" if spec.colour_weight else spec.name
 
     def __call__(self, crops: list[np.ndarray]) -> np.ndarray:
         """(N, dim) float32 unit vectors for N BGR crops; (0, dim) for none."""
@@ -45,4 +57,8 @@ class Embedder:
             resized = [cv2.resize(c, size, interpolation=cv2.INTER_AREA) for c in crops[start : start + MAX_BATCH]]
             (out,) = self._session.run([self.spec.output], {self.spec.input.name: to_tensor(resized, self.spec.input)})
             vectors.append(out)
-        return l2_normalise(np.concatenate(vectors))
+        embeddings = l2_normalise(np.concatenate(vectors))
+        if not self.spec.colour_weight:
+            return embeddings
+        colours = np.stack([colour.colour_histogram(c) for c in crops]) if crops else np.empty((0, colour.DIM), np.float32)
+        return colour.fuse(embeddings, colours, self.spec.colour_weight)
