@@ -172,3 +172,9 @@ def test_concurrent_writes_leave_the_index_in_step_with_the_database(tmp_path: P
         assert nearest_car(reopened, unit(117)) == "car17"
     finally:
         reopened.close()
+
+
+def test_the_index_module_can_be_imported_before_onnxruntime() -> None:
+    # usearch loaded before onnxruntime crashes the interpreter (segfault) unless the index module orders them.
+    done = subprocess.run([sys.executable, "-c", "import sidecar.library.index; import onnxruntime"], capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()

@@ -16,7 +16,11 @@ import threading
 from pathlib import Path
 
 import numpy as np
-from usearch.index import Index
+
+# onnxruntime (1.32) segfaults on import when usearch (2.26) was loaded
+# first; loading it here makes every import order safe.
+import sidecar.inference.session  # noqa: F401  isort: skip
+from usearch.index import Index  # noqa: E402  isort: skip
 
 log = logging.getLogger(__name__)
 
