@@ -3,7 +3,7 @@
 embedder's size: the index part of matching does not depend on what the
 vectors show, though random vectors are its hardest case).
 
-    .venv/bin/python -m bench.matching [--sizes 100 10000 1000000] [--queries 200]
+    .venv/bin/python -m bench.matching [--sizes 100 10000 1000000] [--queries 200] [--dtype f16|i8|f32]
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import numpy as np
 
 from sidecar.config import Settings
 from sidecar.inference.manifest import load_manifest
-from sidecar.library.index import DTYPE, ReferenceIndex
+from sidecar.library import index as index_module
+from sidecar.library.index import ReferenceIndex
 from sidecar.stages.embed import appearance_dim
 
 SETTINGS = Settings()
@@ -36,9 +37,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 10_000, 1_000_000])
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--dtype", choices=["f16", "i8", "f32"], help=f"vector storage to compare (default {index_module.DTYPE})")
     args = parser.parse_args()
+    if args.dtype:
+        index_module.DTYPE = args.dtype
     rng = np.random.default_rng(0)
-    print(f"{DIM}-d cosine HNSW (usearch, {DTYPE} vectors), one query at a time, 50 neighbours each")
+    print(f"{DIM}-d cosine HNSW (usearch, {index_module.DTYPE} vectors), one query at a time, 50 neighbours each")
     print("| references | build s | index file MB | open (mmap) ms | query p50 ms | query p99 ms | recall@1 vs exact "
           "| similarity error max | peak RSS GB |")
     print("|---|---|---|---|---|---|---|---|---|")
