@@ -15,9 +15,14 @@ F1_DIR = DATA_DIR / "f1-game-teams-dev"
 KHOA_DIR = DATA_DIR / "khoa-2cam-dev"
 
 # The project's embedder trains on the Khoa train split alone
-# (`models/train_reid.py`). Everything else is validation, never trained on:
-# the Khoa val split, every EPFL car (real cars the model never sees) and the
-# F1 game images (third-party screenshots, licensed for testing only).
+# (`models/train_reid.py`), its detector on the EPFL frames of cars 01-05
+# (`models/train_detector.py`). Everything else is validation, never trained
+# on: the Khoa val split, EPFL cars 06-10 for detection (every EPFL car for
+# re-identification, which matches on ground-truth crops) and the F1 game
+# images (third-party screenshots, licensed for testing only).
+DETECTOR_TRAIN_CARS = frozenset({1, 2, 3, 4, 5})
+# Boxes drawn by hand on every third F1 game image (`f1_boxes`).
+F1_BOXES = Path(__file__).resolve().parent / "labels" / "f1_game_boxes.csv"
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,13 @@ def f1_images() -> list[tuple[Path, str]]:
         for path in sorted(team_dir.iterdir())
         if path.suffix.lower() in IMAGE_SUFFIXES
     ]
+
+
+def f1_boxes() -> list[tuple[Path, tuple[float, float, float, float]]]:
+    """(image, car box) for the hand-labelled F1 game images: each shows one car,
+    boxed [x1, y1, x2, y2] in pixels by looking at it (bench/labels/README.md)."""
+    rows = [line.split(",") for line in F1_BOXES.read_text().split("\n")[1:] if line.strip()]
+    return [(F1_DIR / image, (float(x1), float(y1), float(x2), float(y2))) for image, x1, y1, x2, y2 in rows]
 
 
 def khoa_images(split: str) -> list[tuple[Path, str]]:
