@@ -30,6 +30,12 @@ DIST = ROOT / "dist"
 BINARY_NAME = "liveryid.exe" if os.name == "nt" else "liveryid"
 BINARY = DIST / "sidecar.dist" / BINARY_NAME
 DATA = ROOT.parent / "shared" / "data"
+# Models the project trains on DATA, and the setting that falls back to the
+# generic model each starts from when DATA is absent.
+TRAINED_MODELS = {
+    "liveryid-vehicle-nanodet": "LIVERYID_DETECTOR=nanodet-m-coco",
+    "liveryid-reid-mnv2": "LIVERYID_EMBEDDER=mobilenetv2-imagenet",
+}
 GENERATED = ["protocol/schema.json", "protocol/methods.md", "js-bindings/src/protocol.ts"]
 # The CPU build of torch that the build environment needs, installed before
 # anything else can pull in a multi-gigabyte CUDA build.
@@ -103,9 +109,9 @@ def models() -> None:
     python = setup()
     for model in todo:
         target = MODELS / model["file"]
-        if model["name"] == "liveryid-reid-mnv2" and not DATA.is_dir():
-            log(f"{model['name']} trains on {DATA}, which is missing: not built. The sidecar needs "
-                "LIVERYID_EMBEDDER=mobilenetv2-imagenet (the generic embedder) until it is.")
+        if model["name"] in TRAINED_MODELS and not DATA.is_dir():
+            log(f"{model['name']} trains on {DATA}, which is missing: not built. Until it is, the sidecar "
+                f"needs {TRAINED_MODELS[model['name']]} (the generic model it was trained from).")
             continue
         run(*_builder(model["name"], python), "--cache", CACHE, "--output", target,
             env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -127,7 +133,8 @@ def _builder(name: str, python: Path) -> list[str | Path]:
         build_python = ensure_venv(
             BUILD_VENV, [constraints], [["-c", str(constraints), "tensorflow-cpu", "tf2onnx", "onnx", "numpy<2"]])
         return [build_python, MODELS / "convert_nanodet.py"]
-    scripts = {"mobilenetv2-imagenet": "export_mobilenetv2.py", "liveryid-reid-mnv2": "train_reid.py"}
+    scripts = {"mobilenetv2-imagenet": "export_mobilenetv2.py", "liveryid-reid-mnv2": "train_reid.py",
+               "liveryid-vehicle-nanodet": "train_detector.py"}
     return [python, MODELS / scripts[name]]
 
 

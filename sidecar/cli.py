@@ -26,6 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"liveryid {__version__}")
     parser.add_argument("--models", type=Path, help="folder holding manifest.json and the ONNX models")
     parser.add_argument("--workers", type=int, help="requests run in parallel (default 2)")
+    parser.add_argument("--detector", help="detection model from the manifest (default liveryid-vehicle-nanodet)")
     parser.add_argument("--embedder", help="embedding model from the manifest (default liveryid-reid-mnv2)")
     parser.add_argument("--colour-weight", type=float, help="share of the colour histogram in appearance (default: the manifest's)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -95,8 +96,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = settings_from_env(models_dir=args.models, workers=args.workers, embedder=args.embedder,
-                                 colour_weight=args.colour_weight)
+    settings = settings_from_env(models_dir=args.models, workers=args.workers, detector=args.detector,
+                                 embedder=args.embedder, colour_weight=args.colour_weight)
     if args.command == "serve":
         from sidecar.serve import claim_stdout, serve
 

@@ -17,7 +17,9 @@ DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     models_dir: Path = DEFAULT_MODELS_DIR
-    detector: str = "nanodet-m-coco"
+    # The project's vehicle detector (a retrained head first, COCO's vehicle
+    # classes where it finds nothing); "nanodet-m-coco" is the generic one.
+    detector: str = "liveryid-vehicle-nanodet"
     # The project's re-identification embedder; "mobilenetv2-imagenet" is the
     # generic one it was trained from (a fallback, and the "before" of eval).
     embedder: str = "liveryid-reid-mnv2"

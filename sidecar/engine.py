@@ -92,7 +92,7 @@ class Engine:
         try:
             return detector.class_ids(names)
         except KeyError as exc:
-            raise InvalidParams(f"unknown classes {exc.args[0]}; the detector knows {detector.spec.classes}",
+            raise InvalidParams(f"unknown classes {exc.args[0]}; the detector knows {detector.labels}",
                                 {"field": "params.classes"}) from None
 
     def detector(self) -> NanoDetDetector:
@@ -161,7 +161,7 @@ class Engine:
         found = detector(image, params.min_score, class_ids)
         context.progress(2, 2, "done")
         return DetectResult(
-            vehicles=self._detections(found, detector.spec.classes),
+            vehicles=self._detections(found, detector.labels),
             width=image.shape[1], height=image.shape[0], model=detector.spec.name, sensor_scale=decoded.sensor_scale,
         )
 

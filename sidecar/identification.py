@@ -120,7 +120,7 @@ class Identification:
         return IdentifiedVehicle(
             box=box,
             detector_score=score,
-            label=self.engine.detector().spec.classes[int(found.class_ids[i])],
+            label=self.engine.detector().labels[int(found.class_ids[i])],
             decision=verdict.decision, car_id=verdict.car_id, score=verdict.score,
             candidates=[Candidate(car_id=c.car_id, label=labels.get(c.car_id, ""), score=c.score) for c in verdict.candidates],
         )
@@ -157,7 +157,7 @@ class Identification:
                 detections.append({
                     "box": box,
                     "detector_score": score,
-                    "label": self.engine.detector().spec.classes[int(found.class_ids[i])],
+                    "label": self.engine.detector().labels[int(found.class_ids[i])],
                     "decision": verdict.decision, "car_id": verdict.car_id, "score": verdict.score,
                     "candidates": [{"car_id": c.car_id, "score": c.score} for c in verdict.candidates],
                     "embedding": vectors[i],

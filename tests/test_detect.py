@@ -12,6 +12,7 @@ from sidecar.stages.detect import NanoDetDetector, batched_nms, decode_gfl, grid
 
 MANIFEST = msgspec.json.decode((Path(__file__).resolve().parents[1] / "models/manifest.json").read_bytes(), type=Manifest)
 SPEC = MANIFEST.get("nanodet-m-coco")
+TWO_HEADS = MANIFEST.get("liveryid-vehicle-nanodet")
 
 
 def one_hot_distribution(cells: int, distances: tuple[int, int, int, int], reg_max: int = 10) -> np.ndarray:
@@ -51,10 +52,11 @@ def test_per_class_nms_keeps_overlapping_boxes_of_different_classes() -> None:
 
 
 class FakeSession:
-    """Outputs with one confident cell: a car centred in the stride-16 grid."""
+    """Outputs with one confident cell: a car centred in the stride-16 grid
+    for the COCO head; the vehicle head scores that cell `vehicle_score`."""
 
-    def __init__(self, class_id: int, cell: int, distances: tuple[int, int, int, int]) -> None:
-        self.class_id, self.cell, self.distances = class_id, cell, distances
+    def __init__(self, class_id: int, cell: int, distances: tuple[int, int, int, int], vehicle_score: float = 0.0) -> None:
+        self.class_id, self.cell, self.distances, self.vehicle_score = class_id, cell, distances, vehicle_score
         self.inputs: list[np.ndarray] = []
 
     def run(self, outputs: list[str], inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -63,7 +65,14 @@ class FakeSession:
         for name in outputs:
             stride = int(name.split("_s")[1])
             cells = (416 // stride) ** 2
-            if name.startswith("scores"):
+            if name.startswith("vehicle_s"):
+                scores = np.full((1, cells, 1), 0.01, np.float32)
+                if stride == 16:
+                    scores[0, self.cell, 0] = self.vehicle_score
+                result.append(scores)
+            elif name.startswith("vehicle_boxes"):
+                result.append(one_hot_distribution(cells, (1, 1, 1, 1))[None])
+            elif name.startswith("scores"):
                 scores = np.full((1, cells, 80), 0.01, np.float32)
                 if stride == 16:
                     scores[0, self.cell, self.class_id] = 0.8
@@ -96,3 +105,20 @@ def test_nothing_found_is_an_empty_array_of_the_right_shape() -> None:
 def test_class_filter_uses_detector_names() -> None:
     detector = NanoDetDetector(SPEC, FakeSession(2, 0, (1, 1, 1, 1)))  # type: ignore[arg-type]
     assert detector.class_ids(["truck", "car"]) == [7, 2]
+
+
+def test_the_first_head_that_finds_a_vehicle_answers() -> None:
+    cell = 13 * 26 + 13
+    image = np.zeros((416, 416, 3), np.uint8)
+    confident = NanoDetDetector(TWO_HEADS, FakeSession(2, cell, (2, 3, 4, 5), vehicle_score=0.9))  # type: ignore[arg-type]
+    assert confident.labels[:2] == ["vehicle", "person"]
+    found = confident(image, None, confident.vehicle_class_ids)
+    assert [confident.labels[i] for i in found.class_ids] == ["vehicle"]
+    np.testing.assert_allclose(found.boxes, [[200.0, 200.0, 232.0, 232.0]], atol=0.1)  # the vehicle head's box
+    # The vehicle head finds nothing: COCO's vehicle classes answer, with their own box and label.
+    fallback = NanoDetDetector(TWO_HEADS, FakeSession(2, cell, (2, 3, 4, 5), vehicle_score=0.1))  # type: ignore[arg-type]
+    found = fallback(image, None, fallback.vehicle_class_ids)
+    assert [fallback.labels[i] for i in found.class_ids] == ["car"]
+    np.testing.assert_allclose(found.boxes, [[184.0, 168.0, 280.0, 296.0]], atol=0.1)
+    # Asking for one head's classes only never falls back on the other.
+    assert len(fallback(image, None, fallback.class_ids(["vehicle"]))) == 0

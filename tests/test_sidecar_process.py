@@ -140,19 +140,19 @@ def test_msgpack_vectors_are_float32_bytes_equal_to_the_json_numbers() -> None:
 def test_missing_and_corrupt_models_are_named_and_the_rest_keeps_working(tmp_path: Path) -> None:
     models = ROOT / "models"
     shutil.copy(models / "manifest.json", tmp_path / "manifest.json")
-    shutil.copy(models / "nanodet-m-416.onnx", tmp_path / "nanodet-m-416.onnx")
+    shutil.copy(models / "liveryid-vehicle-nanodet-416.onnx", tmp_path / "liveryid-vehicle-nanodet-416.onnx")
     (tmp_path / "liveryid-reid-mnv2-224.onnx").write_bytes(b"not the model")
     process = SidecarProcess("json", extra_args=["--models", str(tmp_path)])
     try:
         info = process.request("initialize", {}, id=1)["result"]
         status = {m["name"]: m for m in info["models"]}
-        assert status["nanodet-m-coco"]["status"] == "loaded"
+        assert status["liveryid-vehicle-nanodet"]["status"] == "loaded"
         assert status["liveryid-reid-mnv2"]["status"] == "checksum_mismatch"
         assert "build.py models" in status["liveryid-reid-mnv2"]["problem"]
         error = process.request("embed", {"image": BLANK}, id=2)["error"]
         assert error["code"] == -32004 and error["data"]["model"] == "liveryid-reid-mnv2"
         assert "result" in process.request("detect", {"image": BLANK}, id=3)
-        (tmp_path / "nanodet-m-416.onnx").unlink()
+        (tmp_path / "liveryid-vehicle-nanodet-416.onnx").unlink()
         fresh = SidecarProcess("json", extra_args=["--models", str(tmp_path)])
         try:
             error = fresh.request("detect", {"image": BLANK}, id=4)["error"]

@@ -96,9 +96,9 @@ export interface DetectParams {
   progress?: boolean;
   image: ImageRef;
   /**
-   * Lowest detector score reported.
+   * Lowest detector score reported; default: the detector's calibrated one.
    */
-  min_score?: number;
+  min_score?: number | null;
   /**
    * Detector class names to keep; default: the detector's vehicle classes.
    */
@@ -247,9 +247,9 @@ export interface IdentifyParams {
    */
   margin?: number | null;
   /**
-   * Lowest detector score considered.
+   * Lowest detector score considered; default: the detector's calibrated one.
    */
-  min_score?: number;
+  min_score?: number | null;
   image: ImageRef;
 }
 export interface IdentifyResult {
@@ -406,9 +406,9 @@ export interface TagParams {
    */
   margin?: number | null;
   /**
-   * Lowest detector score considered.
+   * Lowest detector score considered; default: the detector's calibrated one.
    */
-  min_score?: number;
+  min_score?: number | null;
   /**
    * Paths of photos and folders (folders are walked).
    *

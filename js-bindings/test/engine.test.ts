@@ -20,7 +20,7 @@ for (const wire of WIRES) {
     it('reports the loaded models at initialize', () => {
       assert.equal(engine.info.server_name, 'liveryid');
       const byName = Object.fromEntries(engine.info.models.map((m) => [m.name, m]));
-      assert.equal(byName['nanodet-m-coco']?.status, 'loaded');
+      assert.equal(byName['liveryid-vehicle-nanodet']?.status, 'loaded');
       assert.equal(byName['liveryid-reid-mnv2']?.output_dim, 1388);
       assert.deepEqual(engine.info.capabilities.wires, ['json', 'msgpack']);
     });

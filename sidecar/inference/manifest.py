@@ -48,19 +48,6 @@ class ModelBase(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, t
     build: str = BUILD_COMMAND
 
 
-class DetectorSpec(ModelBase, tag="detect"):
-    decoder: Literal["nanodet-gfl"]
-    strides: list[int]
-    reg_max: int
-    score_outputs: list[str]
-    """Per-stride class-score outputs (sigmoid applied), in `strides` order."""
-    box_outputs: list[str]
-    """Per-stride box-distribution outputs (4 x (reg_max+1) logits), in `strides` order."""
-    classes: list[str]
-    vehicle_classes: list[str]
-    """Classes reported by default: the detector's names for vehicles."""
-
-
 class Training(Struct, frozen=True, forbid_unknown_fields=True):
     """How a model the project trained itself was made, and how good it is."""
 
@@ -70,6 +57,30 @@ class Training(Struct, frozen=True, forbid_unknown_fields=True):
     validation: dict[str, str]
     """Figures on data never trained on, from the command in `measured_with`."""
     measured_with: str
+
+
+class DetectorHead(Struct, frozen=True, forbid_unknown_fields=True):
+    """One set of per-stride outputs of a detector graph and what its classes are."""
+
+    score_outputs: list[str]
+    """Per-stride class-score outputs (sigmoid applied), in the detector's `strides` order."""
+    box_outputs: list[str]
+    """Per-stride box-distribution outputs (4 x (reg_max+1) logits), in `strides` order."""
+    classes: list[str]
+    vehicle_classes: list[str]
+    """Classes reported by default: the head's names for vehicles."""
+    min_score: float = 0.3
+    """Lowest score reported by default: each head scores on its own scale
+    (`python -m bench.detection` prints recall and false boxes per threshold)."""
+
+
+class DetectorSpec(ModelBase, tag="detect"):
+    decoder: Literal["nanodet-gfl"]
+    strides: list[int]
+    reg_max: int
+    heads: Annotated[list[DetectorHead], Meta(min_length=1)]
+    """Tried in order: the first head that finds a vehicle answers for the image."""
+    training: Training | None = None
 
 
 class EmbedderSpec(ModelBase, tag="embed"):

@@ -157,7 +157,7 @@ class ProgressParams(Message):
 
 class DetectParams(RequestParams, kw_only=True):
     image: ImageRef
-    min_score: Annotated[float, Meta(ge=0.0, le=1.0, description="Lowest detector score reported.")] = 0.3
+    min_score: Annotated[Score | None, Meta(description="Lowest detector score reported; default: the detector's calibrated one.")] = None
     classes: Annotated[
         list[str] | None,
         Meta(description="Detector class names to keep; default: the detector's vehicle classes."),
@@ -313,7 +313,7 @@ class MatchOptions(RequestParams, kw_only=True):
     top_k: Annotated[int, Meta(ge=1, le=100, description="Candidates reported per vehicle.")] = 5
     threshold: Annotated[float | None, Meta(description="Lowest similarity for a match; default: the calibrated one.")] = None
     margin: Annotated[float | None, Meta(description="Lead over the runner-up a match needs; default: the calibrated one.")] = None
-    min_score: Annotated[float, Meta(ge=0.0, le=1.0, description="Lowest detector score considered.")] = 0.3
+    min_score: Annotated[Score | None, Meta(description="Lowest detector score considered; default: the detector's calibrated one.")] = None
 
 
 class IdentifyParams(MatchOptions, kw_only=True):

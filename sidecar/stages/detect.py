@@ -1,7 +1,8 @@
 """Detect stage: vehicles in a BGR image, boxes in original-image pixels.
 
-NanoDet heads predict, for every cell of each stride's grid, 80 class scores
-(sigmoid already applied in this export) and, per box side, a discrete
+NanoDet heads predict, for every cell of each stride's grid, class scores
+(sigmoid already applied in these exports; 80 COCO classes, or the one
+"vehicle" class of the project's retrained head) and, per box side, a discrete
 distribution over 0..reg_max cell-lengths (Generalized Focal Loss). The box
 side is the distribution's expectation times the stride, measured from the
 cell centre.
@@ -90,27 +91,53 @@ def batched_nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, io
 
 
 class NanoDetDetector:
+    """Decodes a NanoDet graph's heads in order (DetectorSpec.heads): the first
+    head that finds a vehicle answers. Class ids index `labels`, every head's
+    classes one after the other."""
+
     def __init__(self, spec: DetectorSpec, session: OrtSession) -> None:
         if spec.input.resize != "letterbox":
             raise ValueError(f"{spec.name}: the NanoDet detector letterboxes; manifest says {spec.input.resize}")
         self.spec = spec
         self._session = session
-        self._outputs = [name for pair in zip(spec.score_outputs, spec.box_outputs) for name in pair]
+        self._outputs = [name for head in spec.heads for pair in zip(head.score_outputs, head.box_outputs)
+                         for name in pair]
         self._centres = [grid_centres(spec.input.width // s, s) for s in spec.strides]
-        self.vehicle_class_ids = [spec.classes.index(c) for c in spec.vehicle_classes]
+        self._first_id = np.cumsum([0] + [len(head.classes) for head in spec.heads])
+        self.labels = [name for head in spec.heads for name in head.classes]
+        self.vehicle_class_ids = [int(first) + head.classes.index(c)
+                                  for head, first in zip(spec.heads, self._first_id) for c in head.vehicle_classes]
 
     def class_ids(self, names: list[str]) -> list[int]:
-        unknown = [n for n in names if n not in self.spec.classes]
+        unknown = [n for n in names if n not in self.labels]
         if unknown:
             raise KeyError(unknown)
-        return [self.spec.classes.index(n) for n in names]
+        return [self.labels.index(n) for n in names]
 
-    def __call__(self, image: np.ndarray, min_score: float, class_ids: list[int]) -> Detections:
+    def __call__(self, image: np.ndarray, min_score: float | None, class_ids: list[int]) -> Detections:
+        """Detections of `class_ids` scoring at least `min_score` (None: each head's calibrated score)."""
         height, width = image.shape[:2]
         fitted, placement = letterbox(image, self.spec.input.width, self.spec.input.height)
         outputs = self._session.run(self._outputs, {self.spec.input.name: to_tensor([fitted], self.spec.input)})
         wanted = np.asarray(class_ids, dtype=np.int64)
-        boxes, scores, labels = [], [], []
+        levels = len(self.spec.strides)
+        for index, head in enumerate(self.spec.heads):
+            first = int(self._first_id[index])
+            mine = wanted[(wanted >= first) & (wanted < first + len(head.classes))] - first
+            if mine.size == 0:
+                continue
+            head_outputs = outputs[2 * levels * index : 2 * levels * (index + 1)]
+            boxes, scores, labels = self._decode(head_outputs, mine, head.min_score if min_score is None else min_score)
+            if len(scores):
+                found = self._suppress(placement.to_image(boxes, width, height).astype(np.float32), scores, labels)
+                if len(found):
+                    return Detections(found.boxes, found.scores, found.class_ids + first)
+        return Detections.empty()
+
+    def _decode(self, outputs: list[np.ndarray], wanted: np.ndarray, min_score: float
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Input-space boxes, scores and head class ids of every cell scoring at least `min_score`."""
+        boxes, scores, labels = [np.empty((0, 4), np.float32)], [np.empty(0, np.float32)], [np.empty(0, np.int64)]
         for level, stride in enumerate(self.spec.strides):
             class_scores = outputs[2 * level][0][:, wanted]
             cells, which = np.nonzero(class_scores >= min_score)
@@ -119,12 +146,11 @@ class NanoDetDetector:
             boxes.append(decode_gfl(outputs[2 * level + 1][0][cells], self._centres[level][cells], stride, self.spec.reg_max))
             scores.append(class_scores[cells, which])
             labels.append(wanted[which])
-        if not boxes:
-            return Detections.empty()
-        all_boxes = placement.to_image(np.concatenate(boxes), width, height).astype(np.float32)
-        all_scores = np.concatenate(scores).astype(np.float32)
-        all_labels = np.concatenate(labels)
-        keep = batched_nms(all_boxes, all_scores, all_labels, NMS_IOU)
-        keep = keep[nms(all_boxes[keep], all_scores[keep], CROSS_CLASS_IOU)]
-        keep = keep[(all_boxes[keep, 2] > all_boxes[keep, 0]) & (all_boxes[keep, 3] > all_boxes[keep, 1])]
-        return Detections(all_boxes[keep], all_scores[keep], all_labels[keep])
+        return np.concatenate(boxes), np.concatenate(scores).astype(np.float32), np.concatenate(labels)
+
+    @staticmethod
+    def _suppress(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> Detections:
+        keep = batched_nms(boxes, scores, labels, NMS_IOU)
+        keep = keep[nms(boxes[keep], scores[keep], CROSS_CLASS_IOU)]
+        keep = keep[(boxes[keep, 2] > boxes[keep, 0]) & (boxes[keep, 3] > boxes[keep, 1])]
+        return Detections(boxes[keep], scores[keep], labels[keep])

@@ -1,0 +1,56 @@
+"""Build the project's vehicle detector: NanoDet-m's COCO model (built first
+by convert_nanodet.py) with its last layer retrained for one class,
+"vehicle", and a retrained box regression (sidecar/training/vehicle_head.py),
+on the EPFL frames of cars 01-05 with their ground-truth boxes. Cars 06-10
+and the F1 game images are never trained on: `python -m bench.detection`
+measures on them.
+
+Runs in the sidecar's environment with the `train` extra (torch). Needs
+../shared/data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+
+from bench.datasets import DATA_DIR, DETECTOR_TRAIN_CARS, epfl_frames
+from canonical_onnx import save_canonical
+from sidecar.config import DEFAULT_MODELS_DIR
+from sidecar.inference.manifest import load_manifest
+from sidecar.training.vehicle_head import FeatureExtractor, HeadRecipe, coco_head, collect, graft, train
+
+BASE_DETECTOR = "nanodet-m-coco"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--cache", type=Path, required=True)
+    parser.add_argument("--output", type=Path, required=True)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+    if not DATA_DIR.is_dir():
+        sys.exit(f"the vehicle detector trains on the development data, and {DATA_DIR} is missing")
+
+    base = load_manifest(DEFAULT_MODELS_DIR).get(BASE_DETECTOR)
+    coco = onnx.load(DEFAULT_MODELS_DIR / base.file)
+    coco_head_spec = base.heads[0]
+    vehicle_ids = [coco_head_spec.classes.index(name) for name in coco_head_spec.vehicle_classes]
+    frames = [f for f in epfl_frames() if f.car in DETECTOR_TRAIN_CARS]
+    recipe = HeadRecipe()
+    print(f"training on {len(frames)} EPFL frames of cars {sorted(DETECTOR_TRAIN_CARS)}", file=sys.stderr)
+    samples = collect([cv2.imread(str(f.path)) for f in frames], [np.asarray([f.box], np.float32) for f in frames],
+                      FeatureExtractor(coco, recipe.threads), vehicle_ids, recipe)
+    head = train(samples, coco_head(coco), vehicle_ids, recipe)
+    save_canonical(graft(coco, head), f"liveryid vehicle detector: NanoDet-m, retrained last layer, {recipe}",
+                   args.output)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,368 @@
+"""Fine-tuning NanoDet's last layer to find race cars: one "vehicle" class
+and a retrained box regression, on the frozen COCO features.
+
+NanoDet-m's head ends, at each stride, in a 1x1 convolution from 128
+features to 80 class scores and 4 x 11 box-distribution logits. The COCO
+classes split a race car between "car", "airplane" and "person", with low
+scores; that last layer is what this module relearns, as NanoDet itself
+trains it (ATSS assignment, Quality Focal Loss on the IoU of the predicted
+box, Distribution Focal Loss and GIoU on the box sides), with everything
+before it frozen. Frozen features make training cheap: each augmented image
+is run through the ONNX model once, its per-cell features kept, and the new
+layer (129 x 45 weights per stride) trains on them in seconds.
+
+The result is grafted into the ONNX graph beside the COCO head, as a new 1x1
+convolution per stride with outputs `vehicle_s8`/`vehicle_boxes_s8`..., so
+the sidecar's detect stage decodes it exactly like the COCO head, and can
+fall back on that head in the same run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+import torch.nn.functional as F
+from onnx import helper, numpy_helper
+from torch import nn
+
+from sidecar.stages.detect import decode_gfl, grid_centres
+from sidecar.stages.preprocess import LETTERBOX_FILL, letterbox
+
+log = logging.getLogger(__name__)
+
+SIDE = 416
+STRIDES = (8, 16, 32)
+REG_MAX = 10
+FEATURES = 128
+# NanoDet-m's graph as converted by models/convert_nanodet.py: per stride, the
+# 128-feature tensor that feeds the head's last 1x1 convolution.
+FEATURE_TENSORS = ("t104_0", "t128_0", "t118_0")
+HEAD_CONVS = ("n105_Conv", "n129_Conv", "n120_Conv")
+COCO_CLASSES = 80
+# ATSS as NanoDet-m trains: 9 nearest cells per level, square anchors 5 strides wide.
+ATSS_TOP_K = 9
+ANCHOR_STRIDES = 5.0
+
+
+@dataclass(frozen=True)
+class HeadRecipe:
+    canvases_per_image: int = 3
+    """Augmented placements of each training image (the first is the plain letterbox)."""
+    min_fill: float = 0.2
+    """Smallest share of the canvas width an augmented image is shrunk to: small, distant cars."""
+    random_negatives: int = 384
+    """Background cells kept per canvas besides positives and hard negatives, reweighted to stand for all."""
+    iterations: int = 600
+    batch_canvases: int = 64
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-4
+    ignore_coco_score: float = 0.25
+    """Cells the COCO head calls a vehicle this surely, away from every labelled box, are unlabelled
+    vehicles (motor-show backgrounds are full of cars): neither positive nor negative."""
+    seed: int = 0
+    threads: int = 2
+
+
+@dataclass
+class CellSamples:
+    """Training cells of many canvases, concatenated."""
+
+    features: list[np.ndarray] = field(default_factory=list)  # (N, 128) float32
+    level: list[np.ndarray] = field(default_factory=list)  # (N,) stride index
+    centres: list[np.ndarray] = field(default_factory=list)  # (N, 2)
+    targets: list[np.ndarray] = field(default_factory=list)  # (N, 4) assigned box, NaN for background
+    weights: list[np.ndarray] = field(default_factory=list)  # (N,) loss weight, 0 = ignored
+    canvas: list[np.ndarray] = field(default_factory=list)  # (N,) canvas index
+
+    def add(self, **arrays: np.ndarray) -> None:
+        for name, value in arrays.items():
+            getattr(self, name).append(value)
+
+    def stacked(self) -> dict[str, torch.Tensor]:
+        return {name: torch.from_numpy(np.concatenate(getattr(self, name))) for name in
+                ("features", "level", "centres", "targets", "weights", "canvas")}
+
+
+def with_feature_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of the NanoDet graph that also outputs each stride's head features."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for name in FEATURE_TENSORS:
+        copy.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    return copy
+
+
+class FeatureExtractor:
+    """Runs the COCO NanoDet once per canvas: per-cell features, COCO scores and decoded boxes."""
+
+    def __init__(self, model: onnx.ModelProto, threads: int) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        self._session = ort.InferenceSession(with_feature_outputs(model).SerializeToString(), options,
+                                             providers=["CPUExecutionProvider"])
+        self._outputs = [f"{kind}_s{s}" for s in STRIDES for kind in ("scores", "boxes")] + list(FEATURE_TENSORS)
+        self.centres = np.concatenate([grid_centres(SIDE // s, s) for s in STRIDES])
+        self.level = np.concatenate([np.full((SIDE // s) ** 2, i) for i, s in enumerate(STRIDES)])
+        self.stride = np.asarray(STRIDES, np.float32)[self.level]
+
+    def __call__(self, canvas: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """BGR canvas (416, 416, 3) -> features (cells, 128), COCO scores (cells, 80), boxes (cells, 4)."""
+        tensor = np.ascontiguousarray(canvas[..., ::-1].transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
+        out = self._session.run(self._outputs, {"image": tensor})
+        features = np.concatenate([out[6 + i][0].reshape(FEATURES, -1).T for i in range(len(STRIDES))])
+        scores = np.concatenate([out[2 * i][0] for i in range(len(STRIDES))])
+        offset = 0
+        boxes = []
+        for i, stride in enumerate(STRIDES):
+            cells = (SIDE // stride) ** 2
+            boxes.append(decode_gfl(out[2 * i + 1][0], self.centres[offset : offset + cells], stride, REG_MAX))
+            offset += cells
+        return features, scores, np.concatenate(boxes)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, 4) x (M, 4) -> (N, M) IoU."""
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def atss_assign(boxes: np.ndarray, centres: np.ndarray, level: np.ndarray, stride: np.ndarray) -> np.ndarray:
+    """Adaptive Training Sample Selection (Zhang et al. 2020): for each box,
+    the 9 cells per level nearest its centre are candidates; those whose
+    anchor's IoU exceeds the candidates' mean + std, with the cell centre
+    inside the box, are positives. Returns each cell's box index, -1 for background."""
+    assigned = np.full(len(centres), -1)
+    best = np.zeros(len(centres))
+    half = stride[:, None] * ANCHOR_STRIDES / 2
+    anchors = np.concatenate([centres - half, centres + half], axis=1)
+    for index, box in enumerate(boxes):
+        box_centre = (box[:2] + box[2:]) / 2
+        distance = np.linalg.norm(centres - box_centre, axis=1)
+        candidates = np.concatenate([np.flatnonzero(level == i)[np.argsort(distance[level == i])[:ATSS_TOP_K]]
+                                     for i in range(len(STRIDES))])
+        overlap = box_iou(anchors[candidates], box[None])[:, 0]
+        threshold = overlap.mean() + overlap.std()
+        inside = ((centres[candidates] > box[:2]) & (centres[candidates] < box[2:])).all(axis=1)
+        chosen = candidates[(overlap >= threshold) & inside]
+        better = overlap[(overlap >= threshold) & inside] > best[chosen]
+        assigned[chosen[better]] = index
+        best[chosen[better]] = overlap[(overlap >= threshold) & inside][better]
+    return assigned
+
+
+def place(image: np.ndarray, boxes: np.ndarray, fill: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The image letterboxed into the canvas at `fill` of its largest fitting size, at a random
+    position, flipped half the time (a mirrored car is still a car): canvas and boxes in it."""
+    h, w = image.shape[:2]
+    scale = min(SIDE / w, SIDE / h) * fill
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    x, y = int(rng.integers(0, SIDE - new_w + 1)), int(rng.integers(0, SIDE - new_h + 1))
+    canvas = np.full((SIDE, SIDE, 3), LETTERBOX_FILL, np.uint8)
+    canvas[y : y + new_h, x : x + new_w] = resized
+    placed = boxes * scale + np.asarray([x, y, x, y], np.float32)
+    if rng.random() < 0.5:
+        canvas = canvas[:, ::-1].copy()
+        placed = np.stack([SIDE - placed[:, 2], placed[:, 1], SIDE - placed[:, 0], placed[:, 3]], axis=1)
+    return canvas, placed.astype(np.float32)
+
+
+def collect(
+    images: Sequence[np.ndarray],
+    boxes: Sequence[np.ndarray],
+    extractor: FeatureExtractor,
+    vehicle_class_ids: Sequence[int],
+    recipe: HeadRecipe,
+) -> CellSamples:
+    """Training cells from labelled images (each with all its vehicles boxed, or with its unlabelled
+    vehicles left to the ignore rule): every positive, every cell the COCO head scores as a vehicle
+    (the hard negatives), and a reweighted random share of the rest."""
+    rng = np.random.default_rng(recipe.seed)
+    samples = CellSamples()
+    cells = len(extractor.centres)
+    canvas_index = 0
+    for image, image_boxes in zip(images, boxes):
+        for copy in range(recipe.canvases_per_image):
+            if copy == 0:  # as the detector sees it at run time
+                canvas, fit = letterbox(image, SIDE, SIDE)
+                placed = image_boxes * fit.scale + np.asarray([fit.pad_x, fit.pad_y] * 2, np.float32)
+            else:
+                canvas, placed = place(image, image_boxes, rng.uniform(recipe.min_fill, 1.0), rng)
+            features, coco_scores, coco_boxes = extractor(canvas)
+            assigned = atss_assign(placed, extractor.centres, extractor.level, extractor.stride)
+            vehicle_score = coco_scores[:, list(vehicle_class_ids)].max(axis=1)
+            overlap = box_iou(coco_boxes, placed).max(axis=1) if len(placed) else np.zeros(cells)
+            ignored = (assigned < 0) & (vehicle_score >= recipe.ignore_coco_score) & (overlap < 0.3)
+            hard = (assigned < 0) & ~ignored & ((vehicle_score >= 0.05) | (overlap >= 0.3))
+            rest = np.flatnonzero((assigned < 0) & ~ignored & ~hard)
+            sampled = rng.choice(rest, size=min(recipe.random_negatives, rest.size), replace=False)
+            keep = np.concatenate([np.flatnonzero(assigned >= 0), np.flatnonzero(hard), sampled])
+            weights = np.ones(len(keep), np.float32)
+            weights[len(keep) - sampled.size :] = rest.size / max(sampled.size, 1)
+            targets = np.full((len(keep), 4), np.nan, np.float32)
+            positive = assigned[keep] >= 0
+            targets[positive] = placed[assigned[keep][positive]]
+            samples.add(features=features[keep], level=extractor.level[keep], centres=extractor.centres[keep],
+                        targets=targets, weights=weights, canvas=np.full(len(keep), canvas_index))
+            canvas_index += 1
+    return samples
+
+
+class VehicleHead(nn.Module):
+    """Per stride, a 1x1 convolution (a linear map per cell) from 128 features to
+    1 vehicle logit and 4 x 11 box-distribution logits."""
+
+    def __init__(self, initial: Sequence[tuple[np.ndarray, np.ndarray]], vehicle_class_ids: Sequence[int]) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList()
+        for coco_weight, coco_bias in initial:  # the COCO layer: (124, 128), (124,)
+            weight, bias = np.array(coco_weight, np.float32), np.array(coco_bias, np.float32)
+            layer = nn.Linear(FEATURES, 1 + 4 * (REG_MAX + 1))
+            with torch.no_grad():
+                # Start from the COCO vehicle classes' mean score and the COCO box regression.
+                layer.weight[0] = torch.from_numpy(weight[list(vehicle_class_ids)].mean(axis=0))
+                layer.bias[0] = float(bias[list(vehicle_class_ids)].mean())
+                layer.weight[1:] = torch.from_numpy(weight[COCO_CLASSES:])
+                layer.bias[1:] = torch.from_numpy(bias[COCO_CLASSES:])
+            self.layers.append(layer)
+
+    def forward(self, features: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        out = torch.empty(len(features), 1 + 4 * (REG_MAX + 1))
+        for i, layer in enumerate(self.layers):
+            mask = level == i
+            out[mask] = layer(features[mask])
+        return out
+
+
+def decode_torch(distribution: torch.Tensor, centres: torch.Tensor, stride: torch.Tensor) -> torch.Tensor:
+    probabilities = distribution.reshape(-1, 4, REG_MAX + 1).softmax(dim=2)
+    sides = (probabilities * torch.arange(REG_MAX + 1, dtype=torch.float32)).sum(dim=2) * stride[:, None]
+    return torch.cat([centres - sides[:, :2], centres + sides[:, 2:]], dim=1)
+
+
+def iou_and_giou(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x1, y1 = torch.maximum(a[:, 0], b[:, 0]), torch.maximum(a[:, 1], b[:, 1])
+    x2, y2 = torch.minimum(a[:, 2], b[:, 2]), torch.minimum(a[:, 3], b[:, 3])
+    inter = (x2 - x1).clamp(min=0) * (y2 - y1).clamp(min=0)
+    union = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - inter
+    iou = inter / union.clamp(min=1e-6)
+    hull = ((torch.maximum(a[:, 2], b[:, 2]) - torch.minimum(a[:, 0], b[:, 0]))
+            * (torch.maximum(a[:, 3], b[:, 3]) - torch.minimum(a[:, 1], b[:, 1])))
+    return iou, iou - (hull - union) / hull.clamp(min=1e-6)
+
+
+def losses(out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Quality Focal Loss on the vehicle score (target: the IoU of the predicted box with its
+    assigned box, 0 for background), and for positives Distribution Focal Loss and GIoU loss."""
+    stride = torch.tensor(STRIDES, dtype=torch.float32)[batch["level"]]
+    positive = ~torch.isnan(batch["targets"][:, 0])
+    score = out[:, 0]
+    quality = torch.zeros_like(score)
+    box_loss = torch.zeros(())
+    if positive.any():
+        predicted = decode_torch(out[positive, 1:], batch["centres"][positive], stride[positive])
+        target = batch["targets"][positive]
+        iou, giou = iou_and_giou(predicted, target)
+        quality[positive] = iou.detach().clamp(min=0)
+        sides = torch.cat([batch["centres"][positive] - target[:, :2], target[:, 2:] - batch["centres"][positive]], 1)
+        sides = (sides / stride[positive, None]).clamp(0, REG_MAX - 0.01).reshape(-1)
+        left = sides.floor().long()
+        logits = out[positive, 1:].reshape(-1, REG_MAX + 1)
+        dfl = (F.cross_entropy(logits, left, reduction="none") * (left + 1 - sides)
+               + F.cross_entropy(logits, left + 1, reduction="none") * (sides - left))
+        weight = quality[positive].detach()
+        box_loss = ((1 - giou) * weight).sum() * 2.0 + (dfl.reshape(-1, 4).mean(1) * weight).sum() * 0.25
+    sigma = score.sigmoid()
+    qfl = F.binary_cross_entropy_with_logits(score, quality, reduction="none") * (sigma - quality).abs().pow(2)
+    normaliser = positive.sum().clamp(min=1)
+    return ((qfl * batch["weights"]).sum() + box_loss) / normaliser
+
+
+def train(samples: CellSamples, initial: Sequence[tuple[np.ndarray, np.ndarray]],
+          vehicle_class_ids: Sequence[int], recipe: HeadRecipe) -> VehicleHead:
+    torch.manual_seed(recipe.seed)
+    torch.set_num_threads(recipe.threads)
+    data = samples.stacked()
+    canvases = int(data["canvas"].max()) + 1
+    by_canvas = [torch.nonzero(data["canvas"] == i).flatten() for i in range(canvases)]
+    head = VehicleHead(initial, vehicle_class_ids)
+    optimiser = torch.optim.AdamW(head.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, recipe.iterations)
+    generator = torch.Generator().manual_seed(recipe.seed)
+    for step in range(1, recipe.iterations + 1):
+        chosen = torch.randperm(canvases, generator=generator)[: recipe.batch_canvases]
+        index = torch.cat([by_canvas[i] for i in chosen.tolist()])
+        batch = {name: value[index] for name, value in data.items()}
+        loss = losses(head(batch["features"], batch["level"]), batch)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        if step % 100 == 0 or step == 1:
+            log.info("step %d/%d loss %.4f", step, recipe.iterations, loss.item())
+    return head
+
+
+def coco_head(model: onnx.ModelProto) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The COCO head's last layer per stride: weights (124, 128) and biases (124,)."""
+    initialisers = {i.name: i for i in model.graph.initializer}
+    nodes = {n.name: n for n in model.graph.node}
+    layers = []
+    for name in HEAD_CONVS:
+        conv = nodes[name]
+        weight = numpy_helper.to_array(initialisers[conv.input[1]]).reshape(-1, FEATURES)
+        layers.append((weight, numpy_helper.to_array(initialisers[conv.input[2]])))
+    return layers
+
+
+def graft(model: onnx.ModelProto, head: VehicleHead) -> onnx.ModelProto:
+    """The NanoDet graph with the vehicle head beside the COCO one: per stride, new outputs
+    `vehicle_s<stride>` (1, cells, 1) sigmoid scores and `vehicle_boxes_s<stride>` (1, cells, 44),
+    computed from the same features, so the COCO outputs stay available at no extra cost."""
+    grafted = onnx.ModelProto()
+    grafted.CopyFrom(model)
+    graph = grafted.graph
+    boxes_channels = 4 * (REG_MAX + 1)
+    layers: list[nn.Linear] = list(head.layers)  # type: ignore[arg-type]
+    for layer, stride, features in zip(layers, STRIDES, FEATURE_TENSORS):
+        prefix = f"vehicle_head_s{stride}"
+        weight = layer.weight.detach().numpy().astype(np.float32).reshape(-1, FEATURES, 1, 1)
+        bias = layer.bias.detach().numpy().astype(np.float32)
+        graph.initializer.extend([
+            numpy_helper.from_array(weight, f"{prefix}_weight"),
+            numpy_helper.from_array(bias, f"{prefix}_bias"),
+            numpy_helper.from_array(np.asarray([1, 1 + boxes_channels, -1], np.int64), f"{prefix}_shape"),
+            numpy_helper.from_array(np.asarray([1, boxes_channels], np.int64), f"{prefix}_split"),
+        ])
+        graph.node.extend([
+            helper.make_node("Conv", [features, f"{prefix}_weight", f"{prefix}_bias"], [f"{prefix}_conv"],
+                             name=f"{prefix}_conv", kernel_shape=[1, 1]),
+            helper.make_node("Reshape", [f"{prefix}_conv", f"{prefix}_shape"], [f"{prefix}_flat"],
+                             name=f"{prefix}_reshape"),
+            helper.make_node("Transpose", [f"{prefix}_flat"], [f"{prefix}_cells"], name=f"{prefix}_transpose",
+                             perm=[0, 2, 1]),
+            helper.make_node("Split", [f"{prefix}_cells", f"{prefix}_split"],
+                             [f"{prefix}_logit", f"vehicle_boxes_s{stride}"], name=f"{prefix}_split", axis=2),
+            helper.make_node("Sigmoid", [f"{prefix}_logit"], [f"vehicle_s{stride}"], name=f"{prefix}_sigmoid"),
+        ])
+        cells = (SIDE // stride) ** 2
+        graph.output.extend([
+            helper.make_tensor_value_info(f"vehicle_s{stride}", onnx.TensorProto.FLOAT, [1, cells, 1]),
+            helper.make_tensor_value_info(f"vehicle_boxes_s{stride}", onnx.TensorProto.FLOAT,
+                                          [1, cells, boxes_channels]),
+        ])
+    onnx.checker.check_model(grafted)
+    return grafted

@@ -1,0 +1,104 @@
+"""The detector's retrained last layer (sidecar/training/vehicle_head.py) on
+the real COCO NanoDet graph: assignment, learning, and the grafted ONNX
+computing what torch computes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+torch = pytest.importorskip("torch", reason="training needs the `train` extra")
+
+from sidecar.inference.manifest import load_manifest  # noqa: E402
+from sidecar.training import vehicle_head  # noqa: E402
+from sidecar.training.vehicle_head import (  # noqa: E402
+    FeatureExtractor,
+    HeadRecipe,
+    VehicleHead,
+    atss_assign,
+    coco_head,
+    collect,
+    graft,
+    train,
+)
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+COCO = load_manifest(MODELS).get("nanodet-m-coco")
+VEHICLES = [COCO.heads[0].classes.index(name) for name in COCO.heads[0].vehicle_classes]
+
+
+@pytest.fixture(scope="module")
+def coco_model() -> onnx.ModelProto:
+    return onnx.load(MODELS / COCO.file)
+
+
+def striped_block(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A 320x240 grey scene with one boxed 'vehicle': a striped block no COCO class knows well."""
+    image = np.clip(rng.normal(110, 12, (240, 320, 3)), 0, 255).astype(np.uint8)
+    w, h = int(rng.integers(90, 160)), int(rng.integers(50, 90))
+    x, y = int(rng.integers(0, 320 - w)), int(rng.integers(0, 240 - h))
+    image[y : y + h, x : x + w] = (20, 20, 220)
+    image[y : y + h, x : x + w : 12] = (240, 240, 240)
+    return image, np.asarray([[x, y, x + w, y + h]], np.float32)
+
+
+def test_atss_picks_cells_inside_the_box_at_a_scale_that_fits_it() -> None:
+    centres = np.concatenate([vehicle_head.grid_centres(416 // s, s) for s in vehicle_head.STRIDES])
+    level = np.concatenate([np.full((416 // s) ** 2, i) for i, s in enumerate(vehicle_head.STRIDES)])
+    stride = np.asarray(vehicle_head.STRIDES, np.float32)[level]
+    small, large = np.asarray([100, 100, 140, 130], np.float32), np.asarray([150, 150, 400, 330], np.float32)
+    assigned = atss_assign(np.stack([small, large]), centres, level, stride)
+    for index, box in enumerate((small, large)):
+        cells = np.flatnonzero(assigned == index)
+        assert cells.size > 0
+        assert ((centres[cells] > box[:2]) & (centres[cells] < box[2:])).all()
+    # A 40-pixel box is a stride-8 object, a 250-pixel box a stride-32 one.
+    assert set(level[assigned == 0]) == {0}
+    assert 2 in set(level[assigned == 1]) and 0 not in set(level[assigned == 1])
+    assert (assigned[(centres[:, 0] < 90) & (centres[:, 1] < 90)] == -1).all()
+
+
+def test_training_learns_to_score_the_labelled_object(coco_model: onnx.ModelProto) -> None:
+    rng = np.random.default_rng(0)
+    scenes = [striped_block(rng) for _ in range(8)]
+    recipe = HeadRecipe(canvases_per_image=2, iterations=150, batch_canvases=8, random_negatives=128)
+    extractor = FeatureExtractor(coco_model, threads=2)
+    samples = collect([s[0] for s in scenes], [s[1] for s in scenes], extractor, VEHICLES, recipe)
+    data = samples.stacked()
+    positive = ~torch.isnan(data["targets"][:, 0])
+    before = VehicleHead(coco_head(coco_model), VEHICLES)
+    after = train(samples, coco_head(coco_model), VEHICLES, recipe)
+    with torch.no_grad():
+        score_before = before(data["features"], data["level"])[:, 0].sigmoid()
+        score_after = after(data["features"], data["level"])[:, 0].sigmoid()
+    assert score_after[positive].mean() > score_before[positive].mean() + 0.2
+    assert score_after[~positive].mean() < 0.05
+
+
+def test_the_grafted_graph_computes_the_head_and_keeps_the_coco_outputs(coco_model: onnx.ModelProto) -> None:
+    import onnxruntime as ort
+
+    head = VehicleHead(coco_head(coco_model), VEHICLES)
+    with torch.no_grad():
+        head.layers[1].weight[0] += 0.01  # anything but the initial weights
+    grafted = graft(coco_model, head)
+    image, _ = striped_block(np.random.default_rng(1))
+    canvas = np.full((416, 416, 3), 114, np.uint8)
+    canvas[:240, :320] = image
+    tensor = np.ascontiguousarray(canvas[..., ::-1].transpose(2, 0, 1)[None], np.float32) / 255.0
+    names = [f"{kind}_s{s}" for s in vehicle_head.STRIDES for kind in ("vehicle", "vehicle_boxes", "scores")]
+    out = dict(zip(names, ort.InferenceSession(grafted.SerializeToString()).run(names, {"image": tensor})))
+    coco_scores = ort.InferenceSession(coco_model.SerializeToString()).run(["scores_s16"], {"image": tensor})[0]
+    np.testing.assert_array_equal(out["scores_s16"], coco_scores)
+
+    features, _, _ = FeatureExtractor(coco_model, threads=2)(canvas)
+    level = np.concatenate([np.full((416 // s) ** 2, i) for i, s in enumerate(vehicle_head.STRIDES)])
+    with torch.no_grad():
+        expected = head(torch.from_numpy(features), torch.from_numpy(level)).numpy()
+    got = np.concatenate([np.concatenate([out[f"vehicle_s{s}"][0], out[f"vehicle_boxes_s{s}"][0]], axis=1)
+                          for s in vehicle_head.STRIDES])
+    np.testing.assert_allclose(got[:, 0], 1 / (1 + np.exp(-expected[:, 0])), atol=1e-5)
+    np.testing.assert_allclose(got[:, 1:], expected[:, 1:], atol=1e-4)
