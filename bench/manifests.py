@@ -8,7 +8,9 @@
   crops; queries: every other frame of all ten cars, so cars 09 and 10 are
   unknown cars (open set).
 - khoa: val split; cam1 is the reference, cam2 the query; every third
-  vehicle is left out of the enrolment (unknown).
+  vehicle is left out of the enrolment (unknown). Each image is a crop of
+  one vehicle, matched whole (its ground truth); khoa-detected matches the
+  detector's dominant box inside each crop instead.
 - f1-3ref: 3 fixed-seed random images per team as references, the rest as
   queries; no boxes (the dominant detected vehicle), synthetic images:
   report apart from the real ones.
@@ -20,6 +22,8 @@ from __future__ import annotations
 
 import json
 import random
+
+import cv2
 import sys
 from pathlib import Path
 
@@ -71,16 +75,28 @@ def epfl(reference_angles: list[float], name: str) -> dict[str, object]:
     return {"name": name, "references": references, "queries": queries}
 
 
-def khoa() -> dict[str, object]:
+def khoa(detected: bool) -> dict[str, object]:
+    """Each Khoa image is already a crop of one vehicle, its ground-truth box the whole frame;
+    `detected` matches on the detector's dominant box inside the crop instead."""
     vehicles = sorted({vehicle for _, vehicle in khoa_images("val")})
     references, queries = [], []
     for index, vehicle in enumerate(vehicles):
         known = index % 3 != 2
+        cam1, cam2 = (KHOA_DIR / "images" / f"{vehicle}_cam{n}.jpg" for n in (1, 2))
         if known:
-            references.append({"image": str(KHOA_DIR / "images" / f"{vehicle}_cam1.jpg"), "car": vehicle, "box": None})
-        queries.append({"image": str(KHOA_DIR / "images" / f"{vehicle}_cam2.jpg"), "car": vehicle if known else None,
-                        "box": None})
-    return {"name": "khoa-cam1-to-cam2", "references": references, "queries": queries}
+            references.append({"image": str(cam1), "car": vehicle, "box": None if detected else whole_frame(cam1)})
+        queries.append({"image": str(cam2), "car": vehicle if known else None,
+                        "box": None if detected else whole_frame(cam2)})
+    name = "khoa-cam1-to-cam2-detected" if detected else "khoa-cam1-to-cam2"
+    return {"name": name, "references": references, "queries": queries}
+
+
+def whole_frame(path: Path) -> list[float]:
+    image = cv2.imread(str(path))
+    if image is None:
+        sys.exit(f"cannot read {path}")
+    height, width = image.shape[:2]
+    return [0.0, 0.0, float(width), float(height)]
 
 
 def f1() -> dict[str, object]:
@@ -104,7 +120,8 @@ def main() -> None:
     manifests = {
         "epfl-1ref.json": epfl([45.0], "epfl-1ref"),
         "epfl-3ref.json": epfl([45.0, 165.0, 285.0], "epfl-3ref"),
-        "khoa.json": khoa(),
+        "khoa.json": khoa(detected=False),
+        "khoa-detected.json": khoa(detected=True),
         "f1-3ref.json": f1(),
     }
     for name, manifest in manifests.items():

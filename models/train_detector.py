@@ -1,9 +1,11 @@
 """Build the project's vehicle detector: NanoDet-m's COCO model (built first
 by convert_nanodet.py) with its last layer retrained for one class,
 "vehicle", and a retrained box regression (sidecar/training/vehicle_head.py),
-on the EPFL frames of cars 01-05 with their ground-truth boxes. Cars 06-10
-and the F1 game images are never trained on: `python -m bench.detection`
-measures on them.
+on the EPFL frames of cars 01-05 with their ground-truth boxes and the Khoa
+train-split crops (motorbikes, cars, vans, trucks from behind, each crop
+boxed whole). EPFL cars 06-10, the Khoa val split and the F1 game images are
+never trained on: `python -m bench.detection` and `liveryid eval` measure
+on them.
 
 Runs in the sidecar's environment with the `train` extra (torch). Needs
 ../shared/data.
@@ -20,7 +22,7 @@ import cv2
 import numpy as np
 import onnx
 
-from bench.datasets import DATA_DIR, DETECTOR_TRAIN_CARS, epfl_frames
+from bench.datasets import DATA_DIR, DETECTOR_TRAIN_CARS, epfl_frames, khoa_images
 from canonical_onnx import save_canonical
 from sidecar.config import DEFAULT_MODELS_DIR
 from sidecar.inference.manifest import load_manifest
@@ -43,10 +45,16 @@ def main() -> None:
     coco_head_spec = base.heads[0]
     vehicle_ids = [coco_head_spec.classes.index(name) for name in coco_head_spec.vehicle_classes]
     frames = [f for f in epfl_frames() if f.car in DETECTOR_TRAIN_CARS]
+    images = [cv2.imread(str(f.path)) for f in frames]
+    boxes = [np.asarray([f.box], np.float32) for f in frames]
+    crops = [cv2.imread(str(path)) for path, _ in khoa_images("train")]
+    images += crops
+    boxes += [np.asarray([[0, 0, crop.shape[1], crop.shape[0]]], np.float32) for crop in crops]
     recipe = HeadRecipe()
-    print(f"training on {len(frames)} EPFL frames of cars {sorted(DETECTOR_TRAIN_CARS)}", file=sys.stderr)
-    samples = collect([cv2.imread(str(f.path)) for f in frames], [np.asarray([f.box], np.float32) for f in frames],
-                      FeatureExtractor(coco, recipe.threads), vehicle_ids, recipe)
+    print(f"training on {len(frames)} EPFL frames of cars {sorted(DETECTOR_TRAIN_CARS)} "
+          f"and {len(crops)} Khoa train crops", file=sys.stderr)
+    samples = collect(images, boxes, FeatureExtractor(coco, recipe.threads), vehicle_ids, recipe,
+                      crops=[False] * len(frames) + [True] * len(crops))
     head = train(samples, coco_head(coco), vehicle_ids, recipe)
     save_canonical(graft(coco, head), f"liveryid vehicle detector: NanoDet-m, retrained last layer, {recipe}",
                    args.output)

@@ -66,7 +66,7 @@ def test_training_learns_to_score_the_labelled_object(coco_model: onnx.ModelProt
     scenes = [striped_block(rng) for _ in range(8)]
     recipe = HeadRecipe(canvases_per_image=2, iterations=150, batch_canvases=8, random_negatives=128)
     extractor = FeatureExtractor(coco_model, threads=2)
-    samples = collect([s[0] for s in scenes], [s[1] for s in scenes], extractor, VEHICLES, recipe)
+    samples = collect([s[0] for s in scenes], [s[1] for s in scenes], extractor, VEHICLES, recipe, [False] * 8)
     data = samples.stacked()
     positive = ~torch.isnan(data["targets"][:, 0])
     before = VehicleHead(coco_head(coco_model), VEHICLES)

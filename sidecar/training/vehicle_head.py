@@ -54,9 +54,12 @@ ANCHOR_STRIDES = 5.0
 @dataclass(frozen=True)
 class HeadRecipe:
     canvases_per_image: int = 3
-    """Augmented placements of each training image (the first is the plain letterbox)."""
+    """Placements of each training image: the plain letterbox, then shrunk and zoomed in turn."""
     min_fill: float = 0.2
-    """Smallest share of the canvas width an augmented image is shrunk to: small, distant cars."""
+    """Smallest share of the canvas width a shrunk image takes: small, distant cars."""
+    zoom_margin: tuple[float, float] = (-0.1, 0.25)
+    """Zoomed copies crop the image to the first box grown by this share of its size on each side
+    (negative: the car cut by the frame), as tight close-ups and vehicle crops frame it."""
     random_negatives: int = 384
     """Background cells kept per canvas besides positives and hard negatives, reweighted to stand for all."""
     iterations: int = 600
@@ -79,6 +82,7 @@ class CellSamples:
     centres: list[np.ndarray] = field(default_factory=list)  # (N, 2)
     targets: list[np.ndarray] = field(default_factory=list)  # (N, 4) assigned box, NaN for background
     weights: list[np.ndarray] = field(default_factory=list)  # (N,) loss weight, 0 = ignored
+    box_weights: list[np.ndarray] = field(default_factory=list)  # (N,) 0 where the box is too loose to learn sides from
     canvas: list[np.ndarray] = field(default_factory=list)  # (N,) canvas index
 
     def add(self, **arrays: np.ndarray) -> None:
@@ -87,7 +91,7 @@ class CellSamples:
 
     def stacked(self) -> dict[str, torch.Tensor]:
         return {name: torch.from_numpy(np.concatenate(getattr(self, name))) for name in
-                ("features", "level", "centres", "targets", "weights", "canvas")}
+                ("features", "level", "centres", "targets", "weights", "box_weights", "canvas")}
 
 
 def with_feature_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -127,6 +131,10 @@ class FeatureExtractor:
         return features, scores, np.concatenate(boxes)
 
 
+def box_area(boxes: np.ndarray) -> np.ndarray:
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(N, 4) x (M, 4) -> (N, M) IoU."""
     x1 = np.maximum(a[:, None, 0], b[None, :, 0])
@@ -134,9 +142,7 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     x2 = np.minimum(a[:, None, 2], b[None, :, 2])
     y2 = np.minimum(a[:, None, 3], b[None, :, 3])
     inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+    return inter / np.maximum(box_area(a)[:, None] + box_area(b)[None, :] - inter, 1e-9)
 
 
 def atss_assign(boxes: np.ndarray, centres: np.ndarray, level: np.ndarray, stride: np.ndarray) -> np.ndarray:
@@ -180,27 +186,51 @@ def place(image: np.ndarray, boxes: np.ndarray, fill: float, rng: np.random.Gene
     return canvas, placed.astype(np.float32)
 
 
+def zoom(image: np.ndarray, boxes: np.ndarray, margin: tuple[float, float], rng: np.random.Generator
+         ) -> tuple[np.ndarray, np.ndarray]:
+    """The image cropped around its first box, each side moved out (or in) by a random share of the
+    box's size; boxes clipped to the crop, those left with under a third of their area dropped."""
+    height, width = image.shape[:2]
+    x1, y1, x2, y2 = boxes[0]
+    grow = rng.uniform(*margin, size=4) * np.asarray([x2 - x1, y2 - y1, x2 - x1, y2 - y1])
+    left, top = int(np.clip(x1 - grow[0], 0, width - 2)), int(np.clip(y1 - grow[1], 0, height - 2))
+    right, bottom = int(np.clip(x2 + grow[2], left + 2, width)), int(np.clip(y2 + grow[3], top + 2, height))
+    clipped = np.clip(boxes - np.asarray([left, top, left, top], np.float32), 0,
+                      np.asarray([right - left, bottom - top] * 2, np.float32))
+    kept = box_area(clipped) >= box_area(boxes) / 3
+    return image[top:bottom, left:right], clipped[kept].astype(np.float32)
+
+
 def collect(
     images: Sequence[np.ndarray],
     boxes: Sequence[np.ndarray],
     extractor: FeatureExtractor,
     vehicle_class_ids: Sequence[int],
     recipe: HeadRecipe,
+    crops: Sequence[bool],
 ) -> CellSamples:
     """Training cells from labelled images (each with all its vehicles boxed, or with its unlabelled
     vehicles left to the ignore rule): every positive, every cell the COCO head scores as a vehicle
-    (the hard negatives), and a reweighted random share of the rest."""
+    (the hard negatives), and a reweighted random share of the rest.
+
+    Images marked as crops (one vehicle boxed by the whole frame, its margins loose) are only
+    letterboxed and zoomed, never shrunk onto the grey canvas: a small crop on grey would teach
+    that any picture in a picture is a vehicle. They teach the score only: their loose margins
+    would teach boxes that take in the road around the car."""
     rng = np.random.default_rng(recipe.seed)
     samples = CellSamples()
     cells = len(extractor.centres)
     canvas_index = 0
-    for image, image_boxes in zip(images, boxes):
+    for image, image_boxes, is_crop in zip(images, boxes, crops):
         for copy in range(recipe.canvases_per_image):
             if copy == 0:  # as the detector sees it at run time
                 canvas, fit = letterbox(image, SIDE, SIDE)
                 placed = image_boxes * fit.scale + np.asarray([fit.pad_x, fit.pad_y] * 2, np.float32)
-            else:
+            elif copy % 2 and not is_crop:
                 canvas, placed = place(image, image_boxes, rng.uniform(recipe.min_fill, 1.0), rng)
+            else:
+                window, inside = zoom(image, image_boxes, recipe.zoom_margin, rng)
+                canvas, placed = place(window, inside, 1.0, rng)
             features, coco_scores, coco_boxes = extractor(canvas)
             assigned = atss_assign(placed, extractor.centres, extractor.level, extractor.stride)
             vehicle_score = coco_scores[:, list(vehicle_class_ids)].max(axis=1)
@@ -216,7 +246,9 @@ def collect(
             positive = assigned[keep] >= 0
             targets[positive] = placed[assigned[keep][positive]]
             samples.add(features=features[keep], level=extractor.level[keep], centres=extractor.centres[keep],
-                        targets=targets, weights=weights, canvas=np.full(len(keep), canvas_index))
+                        targets=targets, weights=weights, box_weights=np.full(len(keep), 0.0 if is_crop else 1.0,
+                                                                              np.float32),
+                        canvas=np.full(len(keep), canvas_index))
             canvas_index += 1
     return samples
 
@@ -283,7 +315,7 @@ def losses(out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         logits = out[positive, 1:].reshape(-1, REG_MAX + 1)
         dfl = (F.cross_entropy(logits, left, reduction="none") * (left + 1 - sides)
                + F.cross_entropy(logits, left + 1, reduction="none") * (sides - left))
-        weight = quality[positive].detach()
+        weight = quality[positive].detach() * batch["box_weights"][positive]
         box_loss = ((1 - giou) * weight).sum() * 2.0 + (dfl.reshape(-1, 4).mean(1) * weight).sum() * 0.25
     sigma = score.sigmoid()
     qfl = F.binary_cross_entropy_with_logits(score, quality, reduction="none") * (sigma - quality).abs().pow(2)
