@@ -27,25 +27,18 @@ import numpy as np
 from bench.datasets import DATA_DIR, DETECTOR_TRAIN_CARS, epfl_frames, f1_boxes
 from sidecar.config import settings_from_env
 from sidecar.engine import Engine
+from sidecar.stages.detect import NanoDetDetector, box_iou
 
 THRESHOLDS: tuple[float | None, ...] = (0.5, 0.4, 0.35, 0.3, 0.25, 0.2, None)
 """None: each head's own min_score from the manifest, as identify and tag run it."""
 DETECTORS = ("nanodet-m-coco", "liveryid-vehicle-nanodet")
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of each box in (N, 4) `a` with the one box `b`."""
-    x1, y1 = np.maximum(a[:, 0], b[0]), np.maximum(a[:, 1], b[1])
-    x2, y2 = np.minimum(a[:, 2], b[2]), np.minimum(a[:, 3], b[3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    return inter / ((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-
-def overlaps(name: str, images: Sequence[tuple[Path, Sequence[float]]]) -> dict[float | None, list[np.ndarray]]:
+def overlaps(detector: NanoDetDetector, images: Sequence[tuple[Path, Sequence[float]]]
+             ) -> dict[float | None, list[np.ndarray]]:
     """Per threshold and image, each reported box's IoU with the labelled car. Each threshold is
     a run of its own: a detector with several heads falls back on the next one only when the first
     finds nothing at that threshold."""
-    detector = Engine(settings_from_env(detector=name)).detector()
     found: dict[float | None, list[np.ndarray]] = {threshold: [] for threshold in THRESHOLDS}
     for path, box in images:
         image = cv2.imread(str(path))
@@ -53,7 +46,7 @@ def overlaps(name: str, images: Sequence[tuple[Path, Sequence[float]]]) -> dict[
             sys.exit(f"cannot read {path}")
         for threshold in THRESHOLDS:
             detections = detector(image, threshold, detector.vehicle_class_ids)
-            found[threshold].append(iou(detections.boxes, np.asarray(box)))
+            found[threshold].append(box_iou(detections.boxes, np.asarray([box], np.float32))[:, 0])
     return found
 
 
@@ -72,7 +65,8 @@ def main() -> None:
           "| F1 images with a correct box | F1 false boxes/photo |")
     print("|---|---|---|---|---|---|---|")
     for name in args.detectors.split(","):
-        on_epfl, on_f1 = overlaps(name, epfl), overlaps(name, f1)
+        detector = Engine(settings_from_env(detector=name)).detector()
+        on_epfl, on_f1 = overlaps(detector, epfl), overlaps(detector, f1)
         for threshold in THRESHOLDS:
             recall = np.mean([bool((o >= 0.5).any()) for o in on_epfl[threshold]])
             off_car = np.mean([int((o < 0.1).sum()) for o in on_epfl[threshold]])

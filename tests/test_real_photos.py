@@ -11,10 +11,10 @@ import cv2
 import numpy as np
 
 from bench.datasets import epfl_frames, f1_images
-from bench.detection import iou
 from sidecar.engine import Engine
 from sidecar.protocol.endpoint import CancelToken, RequestContext
 from sidecar.protocol.messages import DetectParams, EmbedParams, ImageRef
+from sidecar.stages.detect import box_iou
 from sidecar.stages.embed import crop
 
 CONTEXT = RequestContext(0, CancelToken(), False, lambda method, params: None)
@@ -26,7 +26,7 @@ def test_epfl_recall_at_iou_half(engine: Engine, dev_data: Path) -> None:
     for frame in frames:
         result = engine.detect(DetectParams(image=ImageRef(path=str(frame.path)), min_score=0.2), CONTEXT)
         boxes = np.array([v.box for v in result.vehicles], np.float32).reshape(-1, 4)
-        hits += bool((iou(boxes, np.asarray(frame.box)) >= 0.5).any())
+        hits += bool((box_iou(boxes, np.asarray([frame.box], np.float32)) >= 0.5).any())
     assert len(frames) > 100
     assert hits / len(frames) >= 0.85  # measured 92% over all frames at 0.2
 

@@ -63,6 +63,21 @@ def decode_gfl(distributions: np.ndarray, centres: np.ndarray, stride: int, reg_
     return np.concatenate([centres - distances[:, :2], centres + distances[:, 2:]], axis=1)
 
 
+def box_area(boxes: np.ndarray) -> np.ndarray:
+    """(N, 4) [x1, y1, x2, y2] -> (N,) areas."""
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, 4) x (M, 4) -> (N, M) IoU."""
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    return inter / np.maximum(box_area(a)[:, None] + box_area(b)[None, :] - inter, 1e-9)
+
+
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
     """Indices kept by greedy non-maximum suppression, best first."""
     order = np.argsort(-scores, kind="stable")

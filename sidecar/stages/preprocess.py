@@ -31,12 +31,19 @@ class Letterbox:
         return out
 
 
+def resize_by(image: np.ndarray, scale: float) -> np.ndarray:
+    """The image scaled by `scale` (area averaging when shrinking), at least one pixel each way."""
+    h, w = image.shape[:2]
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    return cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+
+
 def letterbox(image: np.ndarray, width: int, height: int) -> tuple[np.ndarray, Letterbox]:
     """Resize keeping the aspect ratio, centred on a grey canvas."""
     h, w = image.shape[:2]
     scale = min(width / w, height / h)
-    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
-    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    resized = resize_by(image, scale)
+    new_h, new_w = resized.shape[:2]
     pad_x, pad_y = (width - new_w) // 2, (height - new_h) // 2
     canvas = np.full((height, width, 3), LETTERBOX_FILL, np.uint8)
     canvas[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = resized

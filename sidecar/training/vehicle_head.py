@@ -23,7 +23,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -32,8 +31,8 @@ import torch.nn.functional as F
 from onnx import helper, numpy_helper
 from torch import nn
 
-from sidecar.stages.detect import decode_gfl, grid_centres
-from sidecar.stages.preprocess import LETTERBOX_FILL, letterbox
+from sidecar.stages.detect import box_area, box_iou, decode_gfl, grid_centres
+from sidecar.stages.preprocess import LETTERBOX_FILL, letterbox, resize_by
 
 log = logging.getLogger(__name__)
 
@@ -131,20 +130,6 @@ class FeatureExtractor:
         return features, scores, np.concatenate(boxes)
 
 
-def box_area(boxes: np.ndarray) -> np.ndarray:
-    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(N, 4) x (M, 4) -> (N, M) IoU."""
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    return inter / np.maximum(box_area(a)[:, None] + box_area(b)[None, :] - inter, 1e-9)
-
-
 def atss_assign(boxes: np.ndarray, centres: np.ndarray, level: np.ndarray, stride: np.ndarray) -> np.ndarray:
     """Adaptive Training Sample Selection (Zhang et al. 2020): for each box,
     the 9 cells per level nearest its centre are candidates; those whose
@@ -174,8 +159,8 @@ def place(image: np.ndarray, boxes: np.ndarray, fill: float, rng: np.random.Gene
     position, flipped half the time (a mirrored car is still a car): canvas and boxes in it."""
     h, w = image.shape[:2]
     scale = min(SIDE / w, SIDE / h) * fill
-    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
-    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    resized = resize_by(image, scale)
+    new_h, new_w = resized.shape[:2]
     x, y = int(rng.integers(0, SIDE - new_w + 1)), int(rng.integers(0, SIDE - new_h + 1))
     canvas = np.full((SIDE, SIDE, 3), LETTERBOX_FILL, np.uint8)
     canvas[y : y + new_h, x : x + new_w] = resized
