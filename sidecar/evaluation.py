@@ -218,3 +218,34 @@ def table(reports: list[Report], policy: MatchPolicy) -> str:
             f"{r.mean_ap:.1%} | {open_set} |"
         )
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ReferenceCheck:
+    """How well a model tells the enrolled cars apart using nothing but their
+    references: what `adapt` compares before switching models."""
+
+    queries: int
+    rank1: float
+    """Each reference of a car with several, matched against all the others."""
+    true_match_rate: float
+    false_match_rate: float
+    """Each reference matched against the other cars only (its own car left
+    out, as if never enrolled)."""
+
+
+def reference_check(vectors: np.ndarray, cars: list[str], policy: MatchPolicy) -> ReferenceCheck:
+    similarity = vectors @ vectors.T
+    np.fill_diagonal(similarity, -np.inf)
+    names = sorted(set(cars))
+    owner = np.array([names.index(c) for c in cars])
+    per_car = np.stack([
+        similarity[:, owner == i].max(axis=1) if (owner == i).any() else np.full(len(cars), -np.inf)
+        for i in range(len(names))
+    ], axis=1)
+    several = [i for i in range(len(cars)) if (owner == owner[i]).sum() > 1]
+    known = evaluate("references", names, per_car[several], [cars[i] for i in several], policy, "max", len(cars))
+    unknown_sims = per_car.copy()
+    unknown_sims[np.arange(len(cars)), owner] = -np.inf
+    unknown = evaluate("references", names, unknown_sims, [None] * len(cars), policy, "max", len(cars))
+    return ReferenceCheck(len(several), known.rank1, known.true_match_rate, unknown.false_match_rate)

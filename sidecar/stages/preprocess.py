@@ -38,6 +38,13 @@ def resize_by(image: np.ndarray, scale: float) -> np.ndarray:
     return cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
 
 
+def shrink(image: np.ndarray, longest: int) -> np.ndarray:
+    """`image` with its longest side at most `longest` pixels: training keeps
+    crops just large enough for its augmentations, not whole photos."""
+    scale = longest / max(image.shape[:2])
+    return image if scale >= 1 else cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+
+
 def letterbox(image: np.ndarray, width: int, height: int) -> tuple[np.ndarray, Letterbox]:
     """Resize keeping the aspect ratio, centred on a grey canvas."""
     h, w = image.shape[:2]

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sidecar.inference.manifest import InputSpec
-from sidecar.stages.preprocess import to_tensor
+from sidecar.stages.preprocess import shrink, to_tensor
 from sidecar.training.augment import AugmentRecipe, augment
 from sidecar.training.mobilenetv2 import MobileNetV2Features
 
@@ -148,14 +148,7 @@ def train(
     return model.eval()
 
 
-def shrink(crop: np.ndarray, longest: int) -> np.ndarray:
-    """`crop` with its longest side at most `longest` pixels: augmenting a
-    full-frame crop of a 1920x1080 photo dominates a training step otherwise."""
-    scale = longest / max(crop.shape[:2])
-    return crop if scale >= 1 else cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-
-
-def embed(model: ReIDNet, crops: Sequence[np.ndarray], spec: InputSpec, batch: int = 32) -> np.ndarray:
+def embed(model: nn.Module, crops: Sequence[np.ndarray], spec: InputSpec, batch: int = 32) -> np.ndarray:
     """(N, 1280) unit vectors, computed as the sidecar's embed stage computes them."""
     size = (spec.width, spec.height)
     out = []
