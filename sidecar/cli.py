@@ -53,10 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--margin", type=float, help="lead over the runner-up (default: identify's)")
     evaluate.add_argument("--sweep", action="store_true", help="also print true/false match rates over thresholds")
     evaluate.add_argument("--rerank", action="store_true", help="also measure k-reciprocal re-ranking (rank-1, mAP)")
+    evaluate.add_argument("--library", type=Path, help="use this library's embedder (the one `adapt` made, if any)")
 
     def with_library(name: str, help: str) -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=help)
         command.add_argument("--library", type=Path, required=True, help="the library folder (created if absent)")
+        command.set_defaults(library_command=True)
         return command
 
     enroll = with_library("enroll", "enroll a car from reference photos, or one car per sub-folder")
@@ -85,6 +87,15 @@ def _parser() -> argparse.ArgumentParser:
     verdict.add_argument("--reject", type=int, metavar="DETECTION")
     review.add_argument("--car", help="confirm: the right car's id (default: the matched one)")
     review.add_argument("--add-as-reference", action="store_true", help="confirm: also enroll the crop as a reference")
+
+    adapt = with_library("adapt", "fine-tune the embedder on an event's unlabelled photos; the library uses it "
+                                  "only when it is better on the enrolled references")
+    adapt.add_argument("paths", nargs="*", type=Path)
+    adapt.add_argument("--rounds", type=int, default=2, help="cluster-then-train rounds (default 2)")
+    adapt.add_argument("--iterations", type=int, default=60, help="training steps per round (default 60)")
+    adapt.add_argument("--max-photos", type=int, default=1000, help="photos used at most, spread over the event")
+    adapt.add_argument("--measure-only", action="store_true", help="report before/after without switching")
+    adapt.add_argument("--revert", action="store_true", help="go back to the shipped embedder")
 
     export = with_library("export", "write the results as CSV or JSON, or XMP sidecars beside the photos")
     export.add_argument("--format", choices=["csv", "json", "xmp"], required=True)
@@ -118,14 +129,19 @@ def _run_command(args: argparse.Namespace, settings: Settings) -> int:
 
     engine = Engine(settings)
     context = RequestContext(0, CancelToken(), False, lambda method, params: None)
-    if hasattr(args, "library"):
+    if getattr(args, "library_command", False):
         engine.initialize(InitializeParams(library=str(args.library)), context)
         try:
             return _library_command(args, engine)
         finally:
             engine.close()
     if args.command == "eval":
-        return _evaluate(args, engine)
+        if args.library:
+            engine.open_library(args.library)
+        try:
+            return _evaluate(args, engine)
+        finally:
+            engine.close()
     if args.command == "info":
         print(msgspec.json.format(msgspec.json.encode(engine.initialize(InitializeParams(), context)).decode()))
         return 0
@@ -222,12 +238,40 @@ def _library_command(args: argparse.Namespace, engine: Engine) -> int:
         print(f"{d.path}  #{d.detection_id} {d.review}" + (f" as {d.car_id}" if d.review == "confirmed" else "")
               + (f"; new reference {reviewed.reference.id}" if reviewed.reference else ""))
         return 0
+    if args.command == "adapt":
+        return _adapt(args, engine)
     exported = Exporter(engine).export(
         ExportParams(format=args.format, output=str(args.output) if args.output else None, overwrite=args.overwrite), quiet)
     skipped = f", skipped {len(exported.skipped)} existing" if exported.skipped else ""
     print(f"{exported.rows} detection(s); wrote {len(exported.files)} file(s){skipped}")
     for path in exported.files[:20]:
         print(f"  {path}")
+    return 0
+
+
+def _adapt(args: argparse.Namespace, engine: Engine) -> int:
+    from sidecar.adaptation import Adaptation
+    from sidecar.protocol.endpoint import CancelToken, RequestContext
+    from sidecar.protocol.messages import AdaptParams
+
+    adaptation = Adaptation(engine)
+    if args.revert:
+        print(f"the library now uses {adaptation.revert(None, RequestContext(0, CancelToken(), False, lambda m, p: None)).model}")
+        return 0
+    if not args.paths:
+        print("liveryid adapt: give the event's photos or folders (or --revert)", file=sys.stderr)
+        return 2
+    params = AdaptParams(images=[str(p) for p in args.paths], rounds=args.rounds, iterations=args.iterations, max_photos=args.max_photos,
+                         switch=not args.measure_only, progress=True)
+    result = adaptation.adapt(params, RequestContext(0, CancelToken(), True, _progress_bar))
+    print(f"{result.crops} vehicle crops from {result.photos} photos; last round: {result.clusters} clusters "
+          f"holding {result.clustered} crops")
+    for name, check in (("before", result.before), ("after", result.after)):
+        print(f"  {name:<6} ({check.references} references): rank-1 {check.rank1:.1%}, true match {check.true_match:.1%}, "
+              f"false match {check.false_match:.1%}")
+    print(f"{result.model}: {result.reason}")
+    for failure in result.failed:
+        print(f"  {failure.path}: {failure.message}", file=sys.stderr)
     return 0
 
 

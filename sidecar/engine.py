@@ -14,11 +14,14 @@ from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
 import msgspec
+import numpy as np
 
 from sidecar import __version__
 from sidecar.config import Settings
-from sidecar.errors import InvalidParams, LibraryNotOpen, ModelMissing
-from sidecar.inference.manifest import DetectorSpec, EmbedderSpec, Manifest, ModelBase, load_manifest, verified_path
+from sidecar.errors import InvalidParams, LibraryNotOpen, ModelMissing, RpcError
+from sidecar.inference.manifest import (
+    DetectorSpec, EmbedderSpec, Manifest, ModelBase, ModelSpec, load_manifest, verified_path,
+)
 from sidecar.inference.session import OrtSession
 from sidecar.library.library import Library
 from sidecar.protocol.endpoint import RequestContext
@@ -28,7 +31,7 @@ from sidecar.protocol.messages import (
     InitializeParams, InitializeResult, LibraryInfo, ModelInfo,
 )
 from sidecar.protocol.methods import METHODS
-from sidecar.stages.decode import IMAGE_FORMATS, ImageLimits, decode_image, load_image
+from sidecar.stages.decode import IMAGE_FORMATS, ImageLimits, decode_image, load_image, reopen
 from sidecar.stages.detect import Detections, NanoDetDetector
 from sidecar.stages.embed import Embedder, appearance_dim, crop
 
@@ -52,11 +55,22 @@ class Engine:
             self._manifest = load_manifest(self.settings.models_dir)
         return self._manifest
 
+    def _spec(self, name: str) -> tuple[ModelSpec, Path]:
+        """A model's spec and folder: the open library's own embedder, else the shipped manifest's."""
+        library = self._library
+        if library is not None and library.adapted is not None and library.adapted.name == name:
+            return library.adapted, library.models_dir
+        return self.manifest().get(name), self.settings.models_dir
+
+    def model_file(self, name: str) -> Path:
+        """A model's file, checked against its sha256 (the library's own embedder or a shipped model)."""
+        return verified_path(*self._spec(name))
+
     def _stage(self, name: str, build: Callable[[Any, OrtSession], Stage]) -> Stage:
         with self._load_lock:
             if name not in self._stages:
-                spec = self.manifest().get(name)
-                path = verified_path(spec, self.settings.models_dir)
+                spec, _ = self._spec(name)
+                path = self.model_file(name)
                 self._stages[name] = build(spec, OrtSession(path, self.settings.intra_op_threads))
                 log.info("loaded %s %s from %s", spec.name, spec.version, path)
             return self._stages[name]
@@ -67,13 +81,61 @@ class Engine:
         return self._library
 
     def open_library(self, folder: Path) -> Library:
-        """Open (or create) the library, closing any other; its index belongs to the active embedder."""
+        """Open (or create) the library, closing any other; its index belongs
+        to the active embedder: the library's adapted one when it has one for
+        the configured embedder and its file is intact, else the configured one."""
         embedder = self.embedder()
         if self._library is not None:
             self._library.close()
             self._library = None
-        self._library = Library(folder, embedder.key, embedder.dim)
-        return self._library
+        library = Library(folder, embedder.key, embedder.dim)
+        self._library = library
+        if self.embedder_name() != self.settings.embedder:
+            try:
+                embedder = self.embedder()
+            except ModelMissing as exc:
+                log.warning("the library's adapted embedder cannot load, using %s: %s", self.settings.embedder, exc.message)
+                library.adapted = None
+        if self._embed_missing_references(library, embedder) or embedder.key != library.model:
+            library.use_model(embedder.key, embedder.dim)
+        return library
+
+    def use_adapted(self, spec: EmbedderSpec | None) -> Embedder:
+        """Switch the open library to its adapted embedder `spec` (None: back to
+        the configured one), embedding any reference it has not embedded yet."""
+        library = self.library()
+        library.set_adapted(spec)
+        embedder = self.embedder()
+        self._embed_missing_references(library, embedder)
+        library.use_model(embedder.key, embedder.dim)
+        return embedder
+
+    def _embed_missing_references(self, library: Library, embedder: Embedder) -> int:
+        """Embed, from their photos, the references enrolled while another
+        embedder was active; those whose photo is gone stay out of this
+        model's index (logged) and keep their rows. Returns how many were added."""
+        missing = library.store.references_without(embedder.key)
+        added = []
+        for reference in missing:
+            image = self.reference_crop(reference.source, reference.box)
+            if image is not None:
+                added.append((reference.id, embedder([image])[0]))
+        if added:
+            library.store.add_embeddings(embedder.key, added)
+        if len(added) < len(missing):
+            log.warning("%d reference(s) cannot be read again to embed them with %s", len(missing) - len(added), embedder.key)
+        return len(added)
+
+    def reference_crop(self, source: str, box: list[float]) -> np.ndarray | None:
+        """The crop a reference was made from, read again (None when its photo is gone or was a buffer)."""
+        ref = reopen(source)
+        if ref is None:
+            return None
+        try:
+            return crop(load_image(ref, self.limits), box)
+        except RpcError as exc:
+            log.warning("reference image %s cannot be read again: %s", source, exc.message)
+            return None
 
     def close(self) -> None:
         if self._library is not None:
@@ -98,8 +160,15 @@ class Engine:
     def detector(self) -> NanoDetDetector:
         return self._stage(self.settings.detector, NanoDetDetector)
 
+    def embedder_name(self) -> str:
+        """The configured embedder, or the open library's adaptation of it."""
+        library = self._library
+        if library is not None and library.adapted is not None and library.adapted.adapted_from == self.settings.embedder:
+            return library.adapted.name
+        return self.settings.embedder
+
     def embedder(self) -> Embedder:
-        return self._stage(self.settings.embedder, self._embedder)
+        return self._stage(self.embedder_name(), self._embedder)
 
     def _embedder(self, spec: EmbedderSpec, session: OrtSession) -> Embedder:
         if self.settings.colour_weight is not None:
@@ -107,7 +176,7 @@ class Engine:
         return Embedder(spec, session)
 
     def _model_info(self, name: str, load: Callable[[], object]) -> ModelInfo:
-        spec: ModelBase = self.manifest().get(name)
+        spec: ModelBase = self._spec(name)[0]
         status, problem = "loaded", None
         try:
             load()
@@ -119,6 +188,7 @@ class Engine:
             name=spec.name, task=task, version=spec.version, file=spec.file, sha256=spec.sha256,
             input_size=[spec.input.width, spec.input.height], status=status,  # type: ignore[arg-type]
             output_dim=appearance_dim(spec) if isinstance(spec, EmbedderSpec) else None, problem=problem,
+            adapted_from=spec.adapted_from if isinstance(spec, EmbedderSpec) else None,
         )
 
     # --- methods -------------------------------------------------------------
@@ -126,10 +196,6 @@ class Engine:
     def initialize(self, params: InitializeParams, context: RequestContext) -> InitializeResult:
         if params.client_name:
             log.info("client %s %s, protocol %s", params.client_name, params.client_version, params.protocol_version)
-        models = [
-            self._model_info(self.settings.detector, self.detector),
-            self._model_info(self.settings.embedder, self.embedder),
-        ]
         library_info = None
         if params.library:
             library = self.open_library(Path(params.library))
@@ -137,6 +203,10 @@ class Engine:
                 path=str(library.folder), cars=len(library.store.cars()), references=len(library.index),
                 index_rebuilt=library.index.rebuilt,
             )
+        models = [
+            self._model_info(self.settings.detector, self.detector),
+            self._model_info(self.embedder_name(), self.embedder),
+        ]
         return InitializeResult(
             library=library_info,
             server_name="liveryid",

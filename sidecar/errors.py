@@ -67,6 +67,12 @@ class NotFound(RpcError):
     code = -32007
 
 
+class TrainingUnavailable(RpcError):
+    """The method trains a model and this installation has no torch (the binary, or no `train` extra)."""
+
+    code = -32008
+
+
 class RequestCancelled(RpcError):
     code = -32800
 
@@ -74,5 +80,5 @@ class RequestCancelled(RpcError):
 ERROR_CLASSES: tuple[type[RpcError], ...] = (
     ParseError, InvalidRequest, MethodNotFound, InvalidParams, InternalError,
     ImageUnreadable, ImageTooLarge, MmapOutOfRange, ModelMissing, LibraryInUse, LibraryNotOpen, NotFound,
-    RequestCancelled,
+    TrainingUnavailable, RequestCancelled,
 )

@@ -24,7 +24,7 @@ from sidecar.protocol.messages import (
     Reference, ReferenceIdParams, Removed, ResultDetection, ResultsQueryParams, ResultsQueryResult, ReviewParams,
     ReviewResult, TagFailure, TagParams, TagResult,
 )
-from sidecar.stages.decode import IMAGE_SUFFIXES, decode_image, decode_photo, load_image, read_file
+from sidecar.stages.decode import IMAGE_SUFFIXES, decode_image, decode_photo, load_image, read_file, source_of
 from sidecar.stages.detect import Detections
 from sidecar.stages.embed import crop
 from sidecar.stages.match import MatchPolicy, Verdict, car_scores, decide
@@ -57,7 +57,7 @@ class Identification:
             if warning is not None:
                 warnings.append(warning)
             vector = self.engine.embedder()([crop(image, box)])[0]
-            entries.append((_source(image_ref), box, vector, quality))
+            entries.append((source_of(image_ref), box, vector, quality))
         context.progress(len(params.images), len(params.images), "store")
         car_id = params.car.id if params.car.id is not msgspec.UNSET else None
         car, references = library.enroll(car_id, _given(params.car), entries)
@@ -129,7 +129,7 @@ class Identification:
 
     def tag(self, params: TagParams, context: RequestContext) -> TagResult:
         library = self.engine.library()
-        photos = sorted(set(_expand(params.images, params.recursive)))
+        photos = sorted(set(expand_photos(params.images, params.recursive)))
         models = self.engine.models_key()
         counts = {"match": 0, "ambiguous": 0, "unknown": 0}
         tagged = skipped = 0
@@ -253,7 +253,7 @@ def reference_box(engine: Engine, image: np.ndarray, given: list[float] | None, 
     return best, best_score, warning
 
 
-def _expand(paths: list[str], recursive: bool) -> Iterator[Path]:
+def expand_photos(paths: list[str], recursive: bool) -> Iterator[Path]:
     """The photos of files and folders. A RAW shot beside a JPEG of the same
     name is the same picture: the JPEG is tagged (the XMP sidecar, named
     after the stem, serves both)."""
@@ -271,10 +271,6 @@ def _expand(paths: list[str], recursive: bool) -> Iterator[Path]:
 def _given(changes: CarChanges) -> dict[str, Any]:
     """The car fields a request sets (UNSET ones stay as they are)."""
     return {f: getattr(changes, f) for f in CarChanges.__struct_fields__ if getattr(changes, f) is not msgspec.UNSET}
-
-
-def _source(ref: ImageRef) -> str:
-    return ref.path if ref.path is not None else f"mmap:{ref.mmap.path}@{ref.mmap.offset}"  # type: ignore[union-attr]
 
 
 def _car(row: CarRow) -> Car:

@@ -8,6 +8,7 @@ import os
 import sys
 from typing import BinaryIO
 
+from sidecar.adaptation import Adaptation
 from sidecar.config import Settings
 from sidecar.engine import Engine
 from sidecar.export import Exporter
@@ -33,7 +34,10 @@ def serve(settings: Settings, wire: WireName, stdin: BinaryIO, stdout: BinaryIO)
     """Serve until shutdown or end of input; the process exit code."""
     codec = Codec(wire)
     engine = Engine(settings)
-    handlers = {**engine.handlers(), **Identification(engine).handlers(), **Exporter(engine).handlers()}
+    handlers = {
+        **engine.handlers(), **Identification(engine).handlers(), **Exporter(engine).handlers(),
+        **Adaptation(engine).handlers(),
+    }
     endpoint = Endpoint(handlers, codec, FrameWriter(stdout, wire), settings.workers)
     log.info("serving JSON-RPC on stdio, %s wire, models in %s", wire, settings.models_dir)
     try:

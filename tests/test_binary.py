@@ -54,3 +54,15 @@ def test_binary_matches_python_on_real_photos(binary: list[str], dev_data: Path)
             assert abs(vb["score"] - vp["score"]) < 1e-3
     for vb, vp in zip(vectors_b, vectors_p):
         np.testing.assert_allclose(np.frombuffer(vb, "<f4"), np.frombuffer(vp, "<f4"), atol=1e-4)
+
+
+def test_binary_answers_adapt_with_a_clear_error(binary: list[str], tmp_path: Path) -> None:
+    """The binary leaves torch out: adapt says what it needs and the process keeps serving."""
+    process = SidecarProcess("json", binary)
+    try:
+        process.request("initialize", {"library": str(tmp_path / "lib")}, id=0)
+        error = process.request("adapt", {"images": [str(tmp_path)]}, id=1)["error"]
+        assert error["code"] == -32008 and "train" in error["message"]
+        assert process.request("ping", id=2)["result"] is not None
+    finally:
+        process.kill()

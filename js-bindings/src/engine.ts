@@ -7,6 +7,8 @@ import { LiveryidError, SidecarExitedError } from './errors.js';
 import { createDecoder, encodeFrame, type FrameDecoder, type Wire } from './framing.js';
 import {
   PROTOCOL_VERSION,
+  type AdaptParams,
+  type AdaptResult,
   type Car,
   type CarDetail,
   type CarFields,
@@ -208,6 +210,22 @@ export class Engine {
 
   export(format: ExportParams['format'], options: Omit<ExportParams, 'format'> = {}): Promise<ExportResult> {
     return this.request('export', { format, ...options });
+  }
+
+  /**
+   * Fine-tune the embedder on an event's unlabelled photos. The library uses
+   * the new model only when it is better on the enrolled references (see
+   * `before` / `after`); it takes minutes, reports progress and can be aborted.
+   */
+  adapt(paths: string[], options: Omit<AdaptParams, 'images' | 'progress'> & CallOptions = {}): Promise<AdaptResult> {
+    const { signal, onProgress, ...params } = options;
+    const request = { ...params, images: paths as AdaptParams['images'], progress: onProgress !== undefined };
+    return this.request('adapt', request, { signal, onProgress });
+  }
+
+  /** Go back to the shipped embedder; returns the model the library now uses. */
+  async revertAdapt(): Promise<string> {
+    return (await this.request('adapt.revert', null)).model;
   }
 
   /** Any method of the protocol, typed by the method table. */

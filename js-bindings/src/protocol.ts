@@ -2,6 +2,84 @@
 
 export const PROTOCOL_VERSION = '1.0';
 
+export interface AdaptParams {
+  /**
+   * Send `$/progress` notifications for this request.
+   */
+  progress?: boolean;
+  /**
+   * Photos and folders of the event (unlabelled; folders are walked).
+   *
+   * @minItems 1
+   */
+  images: [string, ...string[]];
+  recursive?: boolean;
+  /**
+   * Cluster-then-train rounds.
+   */
+  rounds?: number;
+  /**
+   * Training steps per round (64 crops each; about 2.5 s a step on 2 cores).
+   */
+  iterations?: number;
+  /**
+   * Photos used at most, spread over the event.
+   */
+  max_photos?: number;
+  /**
+   * Use the new model when it is better on the enrolled references (false: measure only).
+   */
+  switch?: boolean;
+}
+export interface AdaptResult {
+  /**
+   * The adapted model's name (kept in the library).
+   */
+  model: string;
+  adapted_from: string;
+  photos: number;
+  /**
+   * Vehicle crops found in the photos: the unlabelled training data.
+   */
+  crops: number;
+  /**
+   * Pseudo-identities in the last round.
+   */
+  clusters: number;
+  /**
+   * Crops in some cluster in the last round (the rest sat out).
+   */
+  clustered: number;
+  before: ReferenceCheck;
+  after: ReferenceCheck;
+  better: boolean;
+  switched: boolean;
+  reason: string;
+  failed: TagFailure[];
+}
+export interface ReferenceCheck {
+  /**
+   * References of cars with two or more, each matched against the rest.
+   */
+  references: number;
+  rank1: number;
+  true_match: number;
+  /**
+   * References matched to another car when their own car is left out.
+   */
+  false_match: number;
+}
+export interface TagFailure {
+  path: string;
+  code: number;
+  message: string;
+}
+export interface AdaptRevertResult {
+  /**
+   * The embedder the library uses now.
+   */
+  model: string;
+}
 export interface CancelParams {
   id: number | string;
 }
@@ -294,6 +372,10 @@ export interface ModelInfo {
    * Why the model is not loaded, and the command that builds it.
    */
   problem?: string | null;
+  /**
+   * The library's own embedder (made by `adapt`): the shipped model it was fine-tuned from.
+   */
+  adapted_from?: string | null;
 }
 export interface LibraryInfo {
   path: string;
@@ -383,11 +465,6 @@ export interface ReviewResult {
   detection: ResultDetection;
   reference?: Reference | null;
 }
-export interface TagFailure {
-  path: string;
-  code: number;
-  message: string;
-}
 export interface TagParams {
   /**
    * Send `$/progress` notifications for this request.
@@ -455,6 +532,8 @@ export interface Methods {
   'results.confirm': { params: ReviewParams; result: ReviewResult };
   'results.reject': { params: ReviewParams; result: ReviewResult };
   'export': { params: ExportParams; result: ExportResult };
+  'adapt': { params: AdaptParams; result: AdaptResult };
+  'adapt.revert': { params: null; result: AdaptRevertResult };
 }
 
 /** Notifications the sidecar sends. */
@@ -476,5 +555,6 @@ export const ErrorCode = {
   LibraryInUse: -32005,
   LibraryNotOpen: -32006,
   NotFound: -32007,
+  TrainingUnavailable: -32008,
   RequestCancelled: -32800,
 } as const;

@@ -19,6 +19,9 @@ describe('library from Node', () => {
       assert.equal(enrolled.car.references, 1);
       assert.deepEqual((await engine.cars()).map((c) => c.id), ['car-7']);
       assert.deepEqual(await engine.identify(BLANK), []);
+      // adapt checks its model on the references: one per car cannot tell better from worse.
+      await assert.rejects(engine.adapt([FIXTURES]), { code: ErrorCode.InvalidParams });
+      assert.ok((await engine.revertAdapt()).startsWith(engine.info.models[1]!.name));
 
       const progress: number[] = [];
       let withRate = 0;

@@ -95,6 +95,9 @@ class EmbedderSpec(ModelBase, tag="embed"):
     """Share of the livery colour histogram in the appearance similarity
     (sidecar/stages/colour.py); 0 uses the embedding alone."""
     training: Training | None = None
+    adapted_from: str | None = None
+    """A library's own model (`liveryid adapt`): the shipped embedder it was
+    fine-tuned from, and which it stands in for in that library."""
 
 
 ModelSpec = DetectorSpec | EmbedderSpec

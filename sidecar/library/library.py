@@ -5,21 +5,27 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
 import numpy as np
 
 from sidecar.errors import InvalidParams, NotFound
+from sidecar.inference.manifest import EmbedderSpec
 from sidecar.library.index import ReferenceIndex
 from sidecar.library.lock import LibraryLock
 from sidecar.library.store import CarRow, ReferenceRow, Store
 
 log = logging.getLogger(__name__)
 DATABASE = "library.sqlite"
+# The library's own embedder (`adapt`): its spec here, its file in MODELS.
+ADAPTED_EMBEDDER = "embedder.json"
+MODELS = "models"
 T = TypeVar("T")
 
 
@@ -45,13 +51,36 @@ class Library:
         self._writing = threading.RLock()
         try:
             self.store = Store(folder / DATABASE)
-            self.index = ReferenceIndex(folder, model, dim)
-            ids, cars, vectors = self.store.reference_vectors(model, dim)
-            self.index.open(ids, vectors)
-            self._ref_cars = dict(zip(ids.tolist(), cars))
+            self.use_model(model, dim)
         except BaseException:
             self._lock.release()
             raise
+        self.models_dir = folder / MODELS
+        adapted = folder / ADAPTED_EMBEDDER
+        self.adapted: EmbedderSpec | None = (
+            msgspec.json.decode(adapted.read_bytes(), type=EmbedderSpec) if adapted.exists() else None)
+
+    def set_adapted(self, spec: EmbedderSpec | None) -> None:
+        """Make `spec` (a model file already in `models_dir`) the library's
+        embedder, or go back to the shipped one; an atomic replace, so a crash
+        leaves one or the other."""
+        path = self.folder / ADAPTED_EMBEDDER
+        if spec is None:
+            path.unlink(missing_ok=True)
+        else:
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_bytes(msgspec.json.format(msgspec.json.encode(spec)))
+            os.replace(tmp, path)
+        self.adapted = spec
+
+    def use_model(self, model: str, dim: int) -> None:
+        """Search the references as embedded by `model` (its index is memory-mapped, or rebuilt from the database)."""
+        with self._writing:
+            index = ReferenceIndex(self.folder, model, dim)
+            ids, cars, vectors = self.store.reference_vectors(model, dim)
+            index.open(ids, vectors)
+            self.index, self.model, self.dim = index, model, dim
+            self._ref_cars = dict(zip(ids.tolist(), cars))
 
     def close(self) -> None:
         self.store.close()
@@ -85,7 +114,7 @@ class Library:
 
     @_serialised
     def remove_car(self, car_id: str) -> None:
-        references = [r.id for r in self.store.references(self.require_car(car_id).id) if r.model == self.model]
+        references = [r.id for r in self.store.references(self.require_car(car_id).id) if r.id in self._ref_cars]
         self.store.remove_car(car_id)
         self._forget(references)
 

@@ -38,6 +38,14 @@ CREATE TABLE IF NOT EXISTS refs (
     added_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS refs_by_model ON refs(model, id);
+-- The same references embedded again by other models (a library's adapted
+-- embedder): `refs` keeps the enrolling model's vector, this table the rest.
+CREATE TABLE IF NOT EXISTS ref_embeddings (
+    ref_id INTEGER NOT NULL REFERENCES refs(id) ON DELETE CASCADE,
+    model TEXT NOT NULL,
+    embedding BLOB NOT NULL,
+    PRIMARY KEY (model, ref_id)
+);
 CREATE TABLE IF NOT EXISTS photos (
     id INTEGER PRIMARY KEY,
     path TEXT NOT NULL,
@@ -126,6 +134,14 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+
+    def setting(self, key: str) -> str | None:
+        rows = self._rows("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0]["value"]) if rows else None
+
+    def set_setting(self, key: str, value: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -217,14 +233,33 @@ class Store:
             db.execute("DELETE FROM refs WHERE id = ?", (reference_id,))
             return str(row["car_id"])
 
-    def references(self, car_id: str) -> list[ReferenceRow]:
-        rows = self._rows("SELECT * FROM refs WHERE car_id = ? ORDER BY id", (car_id,))
-        return [ReferenceRow(r["id"], r["car_id"], r["source"], json.loads(r["box"]), r["model"], r["quality"], r["added_at"])
-                for r in rows]
+    def references(self, car_id: str | None = None) -> list[ReferenceRow]:
+        """The references of one car, or of every car."""
+        rows = (self._rows("SELECT * FROM refs ORDER BY id") if car_id is None
+                else self._rows("SELECT * FROM refs WHERE car_id = ? ORDER BY id", (car_id,)))
+        return [_reference_row(r) for r in rows]
+
+    def references_without(self, model: str) -> list[ReferenceRow]:
+        """References that `model` has not embedded (enrolled while another model was active)."""
+        rows = self._rows(
+            "SELECT * FROM refs WHERE model != ? AND id NOT IN (SELECT ref_id FROM ref_embeddings WHERE model = ?)"
+            " ORDER BY id", (model, model))
+        return [_reference_row(r) for r in rows]
+
+    def add_embeddings(self, model: str, embeddings: list[tuple[int, np.ndarray]]) -> None:
+        """(reference id, vector) of existing references, as embedded by `model`; one transaction."""
+        with self.transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO ref_embeddings (ref_id, model, embedding) VALUES (?, ?, ?)",
+                           [(ref_id, model, _blob(vector)) for ref_id, vector in embeddings])
 
     def reference_vectors(self, model: str, dim: int) -> tuple[np.ndarray, list[str], np.ndarray]:
-        """(ids, car ids, (N, dim) embeddings) of every reference made by `model`."""
-        rows = self._rows("SELECT id, car_id, embedding FROM refs WHERE model = ? ORDER BY id", (model,))
+        """(ids, car ids, (N, dim) embeddings) of every reference embedded by `model`."""
+        rows = self._rows(
+            "SELECT id, car_id, embedding FROM refs WHERE model = ?"
+            " UNION ALL SELECT r.id, r.car_id, e.embedding FROM ref_embeddings e JOIN refs r ON r.id = e.ref_id"
+            " WHERE e.model = ? ORDER BY id",
+            (model, model),
+        )
         ids = np.array([r["id"] for r in rows], dtype=np.uint64)
         vectors = np.frombuffer(b"".join(r["embedding"] for r in rows), "<f4").reshape(len(rows), dim)
         return ids, [r["car_id"] for r in rows], vectors
@@ -297,6 +332,10 @@ class Store:
                            (state, car_id, detection_id))
             else:
                 db.execute("UPDATE detections SET review = ? WHERE id = ?", (state, detection_id))
+
+
+def _reference_row(r: sqlite3.Row) -> ReferenceRow:
+    return ReferenceRow(r["id"], r["car_id"], r["source"], json.loads(r["box"]), r["model"], r["quality"], r["added_at"])
 
 
 def _car_row(row: sqlite3.Row) -> CarRow:

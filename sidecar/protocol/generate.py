@@ -28,6 +28,7 @@ ERROR_DOCS: dict[type[errors.RpcError], str] = {
     errors.LibraryInUse: "Another liveryid process has the library open for writing.",
     errors.LibraryNotOpen: "The method needs a library: send `initialize` with `library` first.",
     errors.NotFound: "No car, reference or detection with that id; `data` names it.",
+    errors.TrainingUnavailable: "The method trains a model and this installation cannot: it needs torch (`pip install liveryid[train]`).",
     errors.RequestCancelled: "The request was cancelled by `$/cancelRequest` (LSP's RequestCancelled code).",
 }
 

@@ -113,6 +113,8 @@ class ModelInfo(Message):
     status: Literal["loaded", "missing", "checksum_mismatch"]
     output_dim: Annotated[int | None, Meta(description="Embedding size, for embedders.")] = None
     problem: Annotated[str | None, Meta(description="Why the model is not loaded, and the command that builds it.")] = None
+    adapted_from: Annotated[str | None, Meta(
+        description="The library's own embedder (made by `adapt`): the shipped model it was fine-tuned from.")] = None
 
 
 class Capabilities(Message):
@@ -416,3 +418,45 @@ class ExportResult(Message):
     files: list[str]
     skipped: list[str]
     rows: int
+
+
+# --- adapting the embedder to an event -------------------------------------
+
+
+class AdaptParams(RequestParams, kw_only=True):
+    images: Annotated[list[str], Meta(
+        min_length=1, description="Photos and folders of the event (unlabelled; folders are walked).")]
+    recursive: bool = True
+    rounds: Annotated[int, Meta(ge=1, le=5, description="Cluster-then-train rounds.")] = 2
+    iterations: Annotated[int, Meta(
+        ge=1, le=1000, description="Training steps per round (64 crops each; about 2.5 s a step on 2 cores).")] = 60
+    max_photos: Annotated[int, Meta(ge=10, description="Photos used at most, spread over the event.")] = 1000
+    switch: Annotated[bool, Meta(
+        description="Use the new model when it is better on the enrolled references (false: measure only).")] = True
+
+
+class ReferenceCheck(Message):
+    references: Annotated[int, Meta(description="References of cars with two or more, each matched against the rest.")]
+    rank1: Score
+    true_match: Score
+    false_match: Annotated[float, Meta(
+        ge=0.0, le=1.0, description="References matched to another car when their own car is left out.")]
+
+
+class AdaptResult(Message):
+    model: Annotated[str, Meta(description="The adapted model's name (kept in the library).")]
+    adapted_from: str
+    photos: int
+    crops: Annotated[int, Meta(description="Vehicle crops found in the photos: the unlabelled training data.")]
+    clusters: Annotated[int, Meta(description="Pseudo-identities in the last round.")]
+    clustered: Annotated[int, Meta(description="Crops in some cluster in the last round (the rest sat out).")]
+    before: ReferenceCheck
+    after: ReferenceCheck
+    better: bool
+    switched: bool
+    reason: str
+    failed: list[TagFailure]
+
+
+class AdaptRevertResult(Message):
+    model: Annotated[str, Meta(description="The embedder the library uses now.")]

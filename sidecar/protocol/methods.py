@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sidecar.protocol.messages import (
-    CancelParams, Car, CarDetail, CarIdParams, CarsListResult, CarsMergeParams, CarUpdateParams, DetectParams,
+    AdaptParams, AdaptResult, AdaptRevertResult, CancelParams, Car, CarDetail, CarIdParams, CarsListResult, CarsMergeParams, CarUpdateParams, DetectParams,
     DetectResult, EmbedParams, EmbedResult, EnrollParams, EnrollResult, ExportParams, ExportResult, IdentifyParams,
     IdentifyResult, InitializeParams, InitializeResult, PingResult, ProgressParams, ReferenceIdParams, Removed,
     ResultsQueryParams, ResultsQueryResult, ReviewParams, ReviewResult, TagParams, TagResult,
@@ -61,6 +61,10 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec("results.reject", ReviewParams, ReviewResult, "The user rejects a detection's match."),
         MethodSpec("export", ExportParams, ExportResult,
                    "Write the results as CSV or JSON, or as XMP sidecar files beside the photos."),
+        MethodSpec("adapt", AdaptParams, AdaptResult,
+                   "Fine-tune the embedder on the event's unlabelled photos; use it when it is better on the enrolled references."),
+        MethodSpec("adapt.revert", None, AdaptRevertResult,
+                   "Go back to the shipped embedder (the adapted model stays in the library)."),
     )
 }
 

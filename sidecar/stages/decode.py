@@ -42,6 +42,18 @@ class Decoded:
     """For a RAW file's embedded preview: sensor pixels per preview pixel."""
 
 
+def source_of(ref: ImageRef) -> str:
+    """How the library records where a reference came from: the file's path,
+    or the client's memory-mapped buffer (which does not outlive the request)."""
+    return ref.path if ref.path is not None else f"mmap:{ref.mmap.path}@{ref.mmap.offset}"  # type: ignore[union-attr]
+
+
+def reopen(source: str) -> ImageRef | None:
+    """The image a recorded source names, when it can be read again: a file
+    (a confirmed detection's source is `path#detection=N`), not a buffer."""
+    return None if source.startswith("mmap:") else ImageRef(path=source.split("#detection=", 1)[0])
+
+
 def load_image(ref: ImageRef, limits: ImageLimits) -> np.ndarray:
     """The referenced image as an (H, W, 3) BGR uint8 array, EXIF orientation applied."""
     return decode_image(ref, limits).pixels

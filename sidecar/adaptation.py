@@ -1,0 +1,194 @@
+"""`adapt`: fit the library's embedder to the user's own event.
+
+The photos are unlabelled: the vehicles the detector finds in them are
+clustered into pseudo-identities and the embedder is fine-tuned on those
+(sidecar/training/adapt.py). Whether the result is better is decided on the
+only labels there are, the references the user enrolled: each reference of
+a car with several is matched against the rest (rank-1, true matches at the
+embedder's threshold), and against the other cars alone (false matches, as
+for a car nobody enrolled). The new model is used only when it is at least
+as good on all three and better on one.
+
+Switching re-embeds every reference with the new model into the database,
+builds its index, and only then points the library at it; the shipped
+model's vectors and index stay, so `adapt.revert` is instant and a crash at
+any step leaves the library on one model or the other. The model file lives
+in the library (`models/`), named by its sha256, with its spec (training
+data, recipe, before/after figures) in `embedder.json`.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import numpy as np
+
+from sidecar.engine import Engine
+from sidecar.errors import InvalidParams, RpcError, TrainingUnavailable
+from sidecar.evaluation import ReferenceCheck, reference_check
+from sidecar.identification import expand_photos, match_policy
+from sidecar.inference.manifest import EmbedderSpec, Training, sha256_of
+from sidecar.inference.session import OrtSession
+from sidecar.library.library import Library
+from sidecar.protocol.endpoint import RequestContext
+from sidecar.protocol.messages import AdaptParams, AdaptResult, AdaptRevertResult, TagFailure
+from sidecar.protocol.messages import ReferenceCheck as ReferenceCheckMessage
+from sidecar.stages import colour
+from sidecar.stages.decode import decode_photo, read_file
+from sidecar.stages.embed import Embedder, crop
+from sidecar.stages.preprocess import shrink
+
+if TYPE_CHECKING:  # torch is imported only when adapt runs
+    from sidecar.training.adapt import AdaptRecipe
+    from sidecar.training.onnx_module import OnnxModule
+
+log = logging.getLogger(__name__)
+# Smaller boxes are distant cars: a few hundred pixels of blur teach nothing.
+MIN_CROP_SIDE = 48
+
+
+class Adaptation:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def adapt(self, params: AdaptParams, context: RequestContext) -> AdaptResult:
+        try:
+            from sidecar.training import adapt as training
+            from sidecar.training.onnx_module import load
+        except ImportError as exc:
+            raise TrainingUnavailable(
+                f"adapt trains a model and needs torch, which this installation lacks ({exc}); "
+                "install liveryid with the `train` extra", {"missing": exc.name}) from None
+        library = self.engine.library()
+        current = self.engine.embedder()
+        base_name = current.spec.adapted_from or current.spec.name
+        policy = match_policy(self.engine, None, None, 5)
+
+        references = library.store.references()
+        reference_crops = [self.engine.reference_crop(r.source, r.box) for r in references]
+        readable = [i for i, c in enumerate(reference_crops) if c is not None]
+        cars = [references[i].car_id for i in readable]
+        if not any(cars.count(c) > 1 for c in cars):
+            raise InvalidParams("adapt checks the new model on the enrolled references: enroll two or more "
+                                "references of at least one car first", {"field": "library"})
+        checked = [c for c in reference_crops if c is not None]
+        before = reference_check(current(checked), cars, policy)
+
+        crops, photos, failed = self._event_crops(params, context)
+        if len(crops) < 2 * training.AdaptRecipe().min_samples:
+            raise InvalidParams(f"{len(crops)} vehicles found in {photos} photos: too few to learn from",
+                                {"field": "params.images"})
+        recipe = training.AdaptRecipe(rounds=params.rounds, iterations=params.iterations)
+        started = time.monotonic()
+        module = load(self.engine.model_file(current.spec.name))
+        colours = np.stack([colour.colour_histogram(c) for c in crops])
+
+        def appearance(embeddings: np.ndarray) -> np.ndarray:
+            return colour.fuse(embeddings, colours, current.spec.colour_weight) if current.spec.colour_weight else embeddings
+
+        rounds = training.adapt(module, crops, current.spec.input, recipe, appearance,
+                                lambda done, total, stage: context.progress(done, total, f"train: {stage}"))
+        spec = self._save(library, module, current.spec, base_name, recipe, len(crops), photos, before)
+        adapted = Embedder(spec, OrtSession(library.models_dir / spec.file, self.engine.settings.intra_op_threads))
+        vectors = adapted(checked)
+        after = reference_check(vectors, cars, policy)
+        assert spec.training is not None
+        spec = msgspec.structs.replace(spec, training=msgspec.structs.replace(
+            spec.training, validation={**spec.training.validation, **_figures("after", after)}))
+        log.info("adapted %s in %.0f s: before %s, after %s", base_name, time.monotonic() - started, before, after)
+
+        better = _better(after, before)
+        unreadable = len(references) - len(readable)
+        switched, reason = False, "the new model is not better on the enrolled references: kept the current one"
+        if better and unreadable:
+            reason = (f"better on the references, but {unreadable} reference image(s) could not be read again to "
+                      "embed them with it: kept the current model")
+        elif better and not params.switch:
+            reason = "better on the enrolled references; not switched (switch: false)"
+        elif better:
+            library.store.add_embeddings(adapted.key, [(references[i].id, v) for i, v in zip(readable, vectors)])
+            self.engine.use_adapted(spec)
+            switched, reason = True, "better on the enrolled references: the library now uses it"
+        if not switched:
+            (library.models_dir / spec.file).unlink()
+        last = rounds[-1]
+        return AdaptResult(
+            model=spec.name, adapted_from=base_name, photos=photos, crops=len(crops), clusters=last.clusters,
+            clustered=last.clustered, before=_message(before), after=_message(after), better=better,
+            switched=switched, reason=reason, failed=failed,
+        )
+
+    def revert(self, params: None, context: RequestContext) -> AdaptRevertResult:
+        """Back to the shipped embedder; the adapted model stays in the library's folder."""
+        self.engine.library()
+        return AdaptRevertResult(model=self.engine.use_adapted(None).key)
+
+    def _event_crops(self, params: AdaptParams, context: RequestContext) -> tuple[list[np.ndarray], int, list[TagFailure]]:
+        """Vehicle crops of up to `max_photos` photos spread over the event."""
+        photos = sorted(set(expand_photos(params.images, params.recursive)))
+        if len(photos) > params.max_photos:
+            photos = [photos[int(i)] for i in np.linspace(0, len(photos) - 1, params.max_photos).round()]
+        detector = self.engine.detector()
+        classes = self.engine.vehicle_classes(None)
+        longest = 2 * max(self.engine.embedder().spec.input.width, self.engine.embedder().spec.input.height)
+        crops, failed = [], []
+        for done, path in enumerate(photos):
+            context.progress(done, len(photos), "find vehicles")
+            try:
+                image = decode_photo(read_file(str(path), self.engine.limits), str(path), self.engine.limits).pixels
+            except RpcError as exc:
+                failed.append(TagFailure(path=str(path), code=exc.code, message=exc.message))
+                continue
+            found = detector(image, None, classes)
+            for box in found.boxes:
+                if min(box[2] - box[0], box[3] - box[1]) >= MIN_CROP_SIDE:
+                    crops.append(shrink(crop(image, box), longest))
+        return crops, len(photos) - len(failed), failed
+
+    def _save(self, library: Library, module: OnnxModule, base: EmbedderSpec, base_name: str, recipe: AdaptRecipe, crops: int,
+              photos: int, before: ReferenceCheck) -> EmbedderSpec:
+        """Export the module into the library's models folder, named by its content."""
+        library.models_dir.mkdir(exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=library.models_dir) as tmp:
+            exported = Path(tmp) / "model.onnx"
+            module.export(exported, base.input.height, base.input.width)
+            digest = sha256_of(exported)
+            name = f"{base_name}-adapted-{digest[:12]}"
+            exported.replace(library.models_dir / f"{name}.onnx")
+        return msgspec.structs.replace(
+            base, name=name, version=time.strftime("%Y-%m-%d"), file=f"{name}.onnx", sha256=digest,
+            adapted_from=base_name, build="liveryid adapt",
+            training=Training(
+                starting_weights=f"{base.name} ({base.sha256[:12]})",
+                data=[f"{crops} unlabelled vehicle crops from {photos} photos of the library's event"],
+                recipe=f"Cluster Contrast: {recipe}",
+                validation=_figures("before", before),
+                measured_with="adapt's reference check (sidecar/evaluation.py reference_check)",
+            ),
+        )
+
+    def handlers(self) -> dict[str, Callable[[Any, RequestContext], Any]]:
+        return {"adapt": self.adapt, "adapt.revert": self.revert}
+
+
+def _better(after: ReferenceCheck, before: ReferenceCheck) -> bool:
+    no_worse = (after.rank1 >= before.rank1 and after.true_match_rate >= before.true_match_rate
+                and after.false_match_rate <= before.false_match_rate)
+    return no_worse and (after.rank1, after.true_match_rate, -after.false_match_rate) != (
+        before.rank1, before.true_match_rate, -before.false_match_rate)
+
+
+def _figures(when: str, check: ReferenceCheck) -> dict[str, str]:
+    return {f"references {when}": f"rank-1 {check.rank1:.1%}, true match {check.true_match_rate:.1%}, "
+                                  f"false match {check.false_match_rate:.1%} ({check.queries} references)"}
+
+
+def _message(check: ReferenceCheck) -> ReferenceCheckMessage:
+    return ReferenceCheckMessage(references=check.queries, rank1=check.rank1, true_match=check.true_match_rate,
+                                 false_match=check.false_match_rate)

@@ -1,0 +1,213 @@
+"""`adapt`: the ONNX graph as a torch module, clustering, the reference
+check, and the whole method through the real sidecar on real photos."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+import torch
+from torch import nn
+
+from bench.datasets import epfl_frames
+from sidecar import adaptation
+from sidecar.adaptation import Adaptation
+from sidecar.config import settings_from_env
+from sidecar.engine import Engine
+from sidecar.evaluation import reference_check
+from sidecar.identification import Identification
+from sidecar.protocol.endpoint import CancelToken, RequestContext
+from sidecar.protocol.messages import AdaptParams, CarFields, EnrollParams, IdentifyParams, ImageRef, InitializeParams
+from sidecar.stages.match import MatchPolicy
+from sidecar.training.adapt import dbscan
+from sidecar.training.onnx_module import OnnxModule, load
+from tests.sidecar_process import SidecarProcess
+
+QUIET = RequestContext(0, CancelToken(), False, lambda method, params: None)
+
+
+class SmallEmbedder(nn.Module):
+    """Every operator family the shipped embedders use, plus a head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU6())
+        self.depthwise = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.neck = nn.BatchNorm1d(8)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = x + torch.relu(self.depthwise(x))
+        return self.head(self.neck(x.mean(dim=(2, 3))))
+
+
+def export(module: nn.Module, path: Path) -> None:
+    module.eval()
+    torch.onnx.export(module, (torch.zeros(1, 3, 16, 16),), str(path), input_names=["image"], output_names=["embedding"],
+                      dynamic_axes={"image": {0: "batch"}}, opset_version=17, dynamo=False)
+
+
+def run(path: Path, batch: np.ndarray) -> np.ndarray:
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(["embedding"], {"image": batch})[0]
+
+
+def test_onnx_module_computes_what_onnxruntime_computes_and_exports_back(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    original = SmallEmbedder()
+    with torch.no_grad():  # statistics away from the identity, so a wrong batch norm shows
+        original.neck.running_mean.uniform_(-1, 1)
+        original.neck.running_var.uniform_(0.5, 2)
+    export(original, tmp_path / "small.onnx")
+    batch = np.random.default_rng(0).random((3, 3, 16, 16), np.float32)
+    module = load(tmp_path / "small.onnx")
+    with torch.no_grad():
+        assert np.abs(module(torch.from_numpy(batch)).numpy() - run(tmp_path / "small.onnx", batch)).max() < 1e-5
+
+    module.export(tmp_path / "again.onnx", 16, 16)
+    assert np.abs(run(tmp_path / "again.onnx", batch) - run(tmp_path / "small.onnx", batch)).max() < 1e-5
+
+
+def test_onnx_module_trains_only_what_is_not_frozen(tmp_path: Path) -> None:
+    export(SmallEmbedder(), tmp_path / "small.onnx")
+    module = load(tmp_path / "small.onnx")
+    module.freeze(0.5)  # two convolutions: the first stays
+    first, second = module.convolutions()
+    before = [p.detach().clone() for p in first + second]
+    optimiser = torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=0.1)
+    module(torch.rand(2, 3, 16, 16)).square().sum().backward()
+    optimiser.step()
+    after = first + second
+    assert all(torch.equal(b, a) for b, a in zip(before[: len(first)], after[: len(first)]))
+    assert not any(torch.equal(b, a) for b, a in zip(before[len(first):], after[len(first):]))
+    stats = [name for name, _ in module.named_buffers()]
+    assert len(stats) >= 2  # the neck's running mean and variance are not trained
+
+
+def test_onnx_module_refuses_unsupported_operators() -> None:
+    node = onnx.helper.make_node("Softmax", ["image"], ["embedding"])
+    graph = onnx.helper.make_graph(
+        [node], "g", [onnx.helper.make_tensor_value_info("image", onnx.TensorProto.FLOAT, [1, 4])],
+        [onnx.helper.make_tensor_value_info("embedding", onnx.TensorProto.FLOAT, [1, 4])])
+    with pytest.raises(ValueError, match="Softmax"):
+        OnnxModule(onnx.helper.make_model(graph))
+
+
+def test_dbscan_finds_dense_groups_and_leaves_stragglers_out() -> None:
+    points = np.array([0.0, 0.1, 0.2, 0.15, 5.0, 5.1, 5.2, 5.05, 20.0])
+    distance = np.abs(points[:, None] - points[None, :])
+    labels = dbscan(distance, eps=0.3, min_samples=3)
+    assert labels[8] == -1
+    assert len(set(labels[:4])) == 1 and len(set(labels[4:8])) == 1 and labels[0] != labels[4]
+
+
+def test_reference_check_counts_rank1_true_and_false_matches() -> None:
+    # Car a: two close references; car b: two references far apart, the
+    # second close to car a's (a livery seen from a misleading side).
+    vectors = np.array([[1.0, 0.0, 0.0], [0.99, 0.14, 0.0], [0.0, 0.0, 1.0], [0.9, 0.0, 0.44]], np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    check = reference_check(vectors, ["a", "a", "b", "b"], MatchPolicy(threshold=0.8, margin=0.0, top_k=5))
+    assert check.queries == 4
+    assert check.rank1 == 0.75  # b's second reference finds car a first
+    assert check.true_match_rate == 0.5  # and b's first is right but below the threshold
+    assert check.false_match_rate == 0.75  # with its own car left out, all but b's first match the other car
+
+
+def enroll_three_cars(process: SidecarProcess, frames: dict[tuple[int, int], Path]) -> None:
+    for car in (1, 2, 3):
+        images = [{"path": str(frames[(car, frame)])} for frame in (1, 30, 60)]
+        reply = process.request("enroll", {"car": {"label": f"car {car}"}, "images": images}, id=f"enroll{car}")
+        assert reply["result"]["car"]["references"] == 3
+
+
+def test_adapt_measures_on_the_references_and_switches_only_when_better(tmp_path: Path, dev_data: Path) -> None:
+    frames = {(f.car, f.frame): f.path for f in epfl_frames()}
+    event = tmp_path / "event"
+    event.mkdir()
+    for (car, frame), path in frames.items():
+        if car in (1, 2, 3) and frame % 8 == 0:
+            shutil.copy(path, event / path.name)
+    (event / "broken.jpg").write_bytes(b"\xff\xd8 not a photo")
+    library = tmp_path / "lib"
+    process = SidecarProcess("json")
+    try:
+        shipped = process.request("initialize", {"library": str(library)}, id="init")["result"]["models"][1]
+        enroll_three_cars(process, frames)
+        reply = process.request("adapt", {"images": [str(event)], "rounds": 1, "iterations": 4}, id="adapt", timeout=600)
+        result = reply["result"]
+        assert result["adapted_from"] == shipped["name"] and result["photos"] == len(list(event.iterdir())) - 1
+        assert [f["path"] for f in result["failed"]] == [str(event / "broken.jpg")]
+        assert result["crops"] >= result["photos"] and result["before"]["references"] == 9
+        assert result["better"] == (
+            result["after"]["rank1"] >= result["before"]["rank1"]
+            and result["after"]["true_match"] >= result["before"]["true_match"]
+            and result["after"]["false_match"] <= result["before"]["false_match"]
+            and result["after"] != result["before"])
+        assert result["switched"] == result["better"]
+        model_file = library / "models" / f"{result['model']}.onnx"
+        assert model_file.exists() == result["switched"]
+        models = process.request("initialize", {"library": str(library)}, id="again")["result"]["models"]
+        assert models[1]["name"] == (result["model"] if result["switched"] else shipped["name"])
+    finally:
+        process.kill()
+
+
+def test_a_switched_library_keeps_its_model_falls_back_when_it_is_damaged_and_reverts(
+    tmp_path: Path, dev_data: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Switching, forced ('better' depends on training; the mechanism must not)."""
+    monkeypatch.setattr(adaptation, "_better", lambda after, before: True)
+    frames = {(f.car, f.frame): f.path for f in epfl_frames()}
+    event = [str(frames[(car, frame)]) for car in (1, 2, 3) for frame in range(2, 100, 12)]
+    library = tmp_path / "lib"
+    engine = Engine(settings_from_env())
+    shipped = engine.embedder().key
+    identification = Identification(engine)
+
+    def enroll(label: str, car: int, frames_: tuple[int, ...], car_id: str | None = None) -> None:
+        fields = CarFields(label=label) if car_id is None else CarFields(label=label, id=car_id)
+        images = [ImageRef(path=str(frames[(car, f)])) for f in frames_]
+        identification.enroll(EnrollParams(car=fields, images=images), QUIET)
+
+    try:
+        engine.open_library(library)
+        for car in (1, 2, 3):
+            enroll(f"car {car}", car, (1, 30, 60))
+        result = Adaptation(engine).adapt(AdaptParams(images=event, rounds=1, iterations=2), QUIET)
+        assert result.switched and engine.embedder().key != shipped
+        spec = json.loads((library / "embedder.json").read_text())
+        assert spec["name"] == result.model and spec["training"]["validation"]["references after"]
+        assert len(engine.library().index) == 9  # every reference, embedded again by the new model
+
+        # A reference enrolled now is embedded by the adapted model; identify matches with it.
+        enroll("car 4", 4, (1,))
+        found = identification.identify(IdentifyParams(image=ImageRef(path=str(frames[(2, 31)]))), QUIET)
+        assert found.vehicles[0].candidates[0].label == "car 2"
+    finally:
+        engine.close()
+
+    engine = Engine(settings_from_env())
+    try:
+        info = engine.initialize(InitializeParams(library=str(library)), QUIET)
+        assert info.models[1].name == result.model and info.models[1].adapted_from == "liveryid-reid-mnv2"
+        assert info.library is not None and info.library.references == 10
+    finally:
+        engine.close()
+
+    (library / "models" / f"{result.model}.onnx").write_bytes(b"damaged")
+    engine = Engine(settings_from_env())
+    try:
+        info = engine.initialize(InitializeParams(library=str(library)), QUIET)
+        # The shipped model takes over and embeds car 4's reference, enrolled under the adapted one.
+        assert info.models[1].adapted_from is None and info.models[1].status == "loaded"
+        assert info.library is not None and info.library.references == 10
+        assert Adaptation(engine).revert(None, QUIET).model == shipped
+        assert not (library / "embedder.json").exists()
+    finally:
+        engine.close()
