@@ -87,12 +87,13 @@ class Adaptation:
         recipe = training.AdaptRecipe(rounds=params.rounds, iterations=params.iterations)
         started = time.monotonic()
         module = load(self.engine.model_file(current.spec.name))
-        colours = np.stack([colour.colour_histogram(c) for c in crops])
+        colours = {refs: np.stack([colour.colour_histogram(c) for c in (checked if refs else crops)]) for refs in (False, True)}
 
-        def appearance(embeddings: np.ndarray) -> np.ndarray:
-            return colour.fuse(embeddings, colours, current.spec.colour_weight) if current.spec.colour_weight else embeddings
+        def appearance(embeddings: np.ndarray, of_references: bool) -> np.ndarray:
+            weight = current.spec.colour_weight
+            return colour.fuse(embeddings, colours[of_references], weight) if weight else embeddings
 
-        rounds = training.adapt(module, crops, current.spec.input, recipe, appearance,
+        rounds = training.adapt(module, crops, checked, cars, current.spec.input, recipe, appearance,
                                 lambda done, total, stage: context.progress(done, total, f"train: {stage}"))
         spec = self._save(library, module, current.spec, base_name, recipe, len(crops), photos, before)
         adapted = Embedder(spec, OrtSession(library.models_dir / spec.file, self.engine.settings.intra_op_threads))
@@ -119,7 +120,7 @@ class Adaptation:
             (library.models_dir / spec.file).unlink()
         last = rounds[-1]
         return AdaptResult(
-            model=spec.name, adapted_from=base_name, photos=photos, crops=len(crops), clusters=last.clusters,
+            model=spec.name, adapted_from=base_name, photos=photos, crops=len(crops), radius=last.radius, clusters=last.clusters,
             clustered=last.clustered, before=_message(before), after=_message(after), better=better,
             switched=switched, reason=reason, failed=failed,
         )

@@ -264,8 +264,8 @@ def _adapt(args: argparse.Namespace, engine: Engine) -> int:
     params = AdaptParams(images=[str(p) for p in args.paths], rounds=args.rounds, iterations=args.iterations, max_photos=args.max_photos,
                          switch=not args.measure_only, progress=True)
     result = adaptation.adapt(params, RequestContext(0, CancelToken(), True, _progress_bar))
-    print(f"{result.crops} vehicle crops from {result.photos} photos; last round: {result.clusters} clusters "
-          f"holding {result.clustered} crops")
+    print(f"{result.crops} vehicle crops from {result.photos} photos; last round: radius {result.radius:.2f}, "
+          f"{result.clusters} clusters holding {result.clustered} crops")
     for name, check in (("before", result.before), ("after", result.after)):
         print(f"  {name:<6} ({check.references} references): rank-1 {check.rank1:.1%}, true match {check.true_match:.1%}, "
               f"false match {check.false_match:.1%}")

@@ -24,7 +24,7 @@ from sidecar.identification import Identification
 from sidecar.protocol.endpoint import CancelToken, RequestContext
 from sidecar.protocol.messages import AdaptParams, CarFields, EnrollParams, IdentifyParams, ImageRef, InitializeParams
 from sidecar.stages.match import MatchPolicy
-from sidecar.training.adapt import dbscan
+from sidecar.training.adapt import AdaptRecipe, dbscan, pseudo_labels
 from sidecar.training.onnx_module import OnnxModule, load
 from tests.sidecar_process import SidecarProcess
 
@@ -105,6 +105,25 @@ def test_dbscan_finds_dense_groups_and_leaves_stragglers_out() -> None:
     labels = dbscan(distance, eps=0.3, min_samples=3)
     assert labels[8] == -1
     assert len(set(labels[:4])) == 1 and len(set(labels[4:8])) == 1 and labels[0] != labels[4]
+
+
+def test_pseudo_labels_choose_the_radius_that_keeps_the_references_cars_apart() -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 16))
+    # Two of the three cars are close to each other: a wide radius merges them.
+    centres[1] = centres[0] + 0.1 * rng.normal(size=16)
+
+    def around(car: int, n: int) -> np.ndarray:
+        points = centres[car] + 0.08 * rng.normal(size=(n, 16))
+        return points / np.linalg.norm(points, axis=1, keepdims=True)
+
+    event = np.vstack([around(car, 40) for car in range(3)])
+    references = np.vstack([around(car, 2) for car in range(3)])
+    labels, radius, agreement = pseudo_labels(event, references, ["a", "a", "b", "b", "c", "c"], AdaptRecipe())
+    assert agreement == 1.0 and radius == 0.45  # from 0.5 on, cars a and b are one cluster
+    majority = [np.bincount(labels[i * 40 : (i + 1) * 40][labels[i * 40 : (i + 1) * 40] >= 0]).argmax() for i in range(3)]
+    assert len(set(majority)) == 3
+    assert np.mean([labels[i * 40 + j] == majority[i] for i in range(3) for j in range(40)]) > 0.9
 
 
 def test_reference_check_counts_rank1_true_and_false_matches() -> None:

@@ -43,6 +43,10 @@ export interface AdaptResult {
    */
   crops: number;
   /**
+   * Clustering radius of the last round: the one that best kept the references' cars apart.
+   */
+  radius: number;
+  /**
    * Pseudo-identities in the last round.
    */
   clusters: number;

@@ -62,8 +62,10 @@ class ReferenceIndex:
             log.info("opened index %s (%d references)", self.path.name, len(ids))
             return
         except (OSError, ValueError, RuntimeError) as exc:
-            if len(ids) or self.path.exists():
+            if self.path.exists() or self.meta_path.exists():
                 log.warning("rebuilding index %s from the database (%s)", self.path.name, exc)
+            elif len(ids):
+                log.info("building index %s from the database (%d references)", self.path.name, len(ids))
         self._index, self._viewed = self._empty(), False
         if len(ids):
             self._index.add(ids, vectors)

@@ -448,6 +448,8 @@ class AdaptResult(Message):
     adapted_from: str
     photos: int
     crops: Annotated[int, Meta(description="Vehicle crops found in the photos: the unlabelled training data.")]
+    radius: Annotated[float, Meta(
+        description="Clustering radius of the last round: the one that best kept the references' cars apart.")]
     clusters: Annotated[int, Meta(description="Pseudo-identities in the last round.")]
     clustered: Annotated[int, Meta(description="Crops in some cluster in the last round (the rest sat out).")]
     before: ReferenceCheck

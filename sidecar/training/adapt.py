@@ -7,7 +7,12 @@ pseudo-label family that the field's unsupervised ReID results build on:
 - embed every unlabelled crop of the event with the current model;
 - cluster: DBSCAN on the k-reciprocal Jaccard distance (Zhong et al. 2017),
   which joins two crops only when their neighbourhoods agree; crops in no
-  cluster are left out of the round;
+  cluster are left out of the round. DBSCAN's radius decides everything
+  (too wide and every car is one cluster, too narrow and there is nothing to
+  learn from), and the right one differs from event to event, so the
+  enrolled references are clustered with the crops and the radius that
+  best keeps each car's references together, and apart from the others',
+  is used;
 - fine-tune with a cluster memory: one unit centroid per cluster, an InfoNCE
   loss of each crop against all centroids, centroids pulled towards the crops
   of each batch (momentum);
@@ -51,8 +56,8 @@ class AdaptRecipe:
     temperature: float = 0.05
     momentum: float = 0.2
     """How much of a centroid survives each update towards its batch's crops."""
-    eps: float = 0.6
-    """DBSCAN radius on the Jaccard distance (Cluster Contrast's value)."""
+    radii: tuple[float, ...] = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
+    """DBSCAN radii on the Jaccard distance tried each round (Cluster Contrast uses 0.6)."""
     min_samples: int = 4
     k1: int = 30
     k2: int = 6
@@ -64,6 +69,9 @@ class AdaptRecipe:
 @dataclass(frozen=True)
 class RoundReport:
     crops: int
+    radius: float
+    agreement: float
+    """Pairwise F1 of the clustering on the references (same car together, other cars apart)."""
     clusters: int
     clustered: int
     """Crops in some cluster (the rest are outliers, not trained on this round)."""
@@ -95,26 +103,44 @@ def dbscan(distance: np.ndarray, eps: float, min_samples: int) -> np.ndarray:
     return labels
 
 
-def pseudo_labels(vectors: np.ndarray, recipe: AdaptRecipe) -> np.ndarray:
-    """Cluster labels of unit vectors (-1: outlier)."""
-    if len(vectors) < recipe.min_samples:
-        return np.full(len(vectors), -1, np.int64)
-    jaccard = k_reciprocal_distance(vectors @ vectors.T, recipe.k1, recipe.k2)
-    return dbscan(jaccard, recipe.eps, recipe.min_samples)
+def pseudo_labels(
+    vectors: np.ndarray, references: np.ndarray, cars: Sequence[str], recipe: AdaptRecipe,
+) -> tuple[np.ndarray, float, float]:
+    """Cluster labels of the unit `vectors` (-1: outlier), clustered together
+    with the `references` of known `cars`; returns (labels, radius, agreement)."""
+    joint = np.vstack([references, vectors])
+    jaccard = k_reciprocal_distance(joint @ joint.T, recipe.k1, recipe.k2)
+    same = np.asarray(cars)[:, None] == np.asarray(cars)[None, :]
+    pairs = np.triu_indices(len(cars), 1)
+    best: tuple[float, float, np.ndarray] | None = None
+    for radius in recipe.radii:
+        labels = dbscan(jaccard, radius, recipe.min_samples)
+        ref_labels = labels[: len(cars)]
+        together = (ref_labels[:, None] == ref_labels[None, :]) & (ref_labels[:, None] >= 0)
+        hits = (same & together)[pairs].sum()
+        agreement = 2 * hits / max(1, 2 * hits + (~same & together)[pairs].sum() + (same & ~together)[pairs].sum())
+        if best is None or agreement >= best[0]:  # ties: the wider radius, which clusters more of the event
+            best = (float(agreement), radius, labels[len(cars):])
+    assert best is not None
+    return best[2], best[1], best[0]
 
 
 def adapt(
-    module: OnnxModule, crops: Sequence[np.ndarray], spec: InputSpec, recipe: AdaptRecipe = AdaptRecipe(),
-    appearance: Callable[[np.ndarray], np.ndarray] = lambda v: v,
+    module: OnnxModule, crops: Sequence[np.ndarray], references: Sequence[np.ndarray], cars: Sequence[str],
+    spec: InputSpec, recipe: AdaptRecipe = AdaptRecipe(),
+    appearance: Callable[[np.ndarray, bool], np.ndarray] = lambda v, refs: v,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> list[RoundReport]:
-    """Fine-tune `module` in place on unlabelled BGR `crops`. `appearance`
-    maps the module's unit embeddings to the vectors that matching compares
-    (the stage may fuse colours into them): clusters are formed on those."""
+    """Fine-tune `module` in place on unlabelled BGR `crops`; the `references`
+    (crops of the enrolled `cars`) only choose the clustering radius, they
+    are not trained on. `appearance(embeddings, of_references)` maps the
+    module's unit embeddings to the vectors that matching compares (the stage
+    may fuse colours into them): clusters are formed on those."""
     torch.manual_seed(recipe.seed)
     torch.set_num_threads(recipe.threads)
     rng = np.random.default_rng(recipe.seed)
     crops = [shrink(c, 2 * max(spec.width, spec.height)) for c in crops]
+    references = [shrink(c, 2 * max(spec.width, spec.height)) for c in references]
     module.freeze(recipe.frozen_share)
     trainable = [p for p in module.parameters() if p.requires_grad]
     optimiser = torch.optim.Adam(trainable, lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
@@ -123,11 +149,12 @@ def adapt(
     total = recipe.rounds * recipe.iterations
     for round_index in range(recipe.rounds):
         embeddings = embed(module, crops, spec)
-        labels = pseudo_labels(appearance(embeddings), recipe)
+        labels, radius, agreement = pseudo_labels(
+            appearance(embeddings, False), appearance(embed(module, references, spec), True), cars, recipe)
         clusters = int(labels.max()) + 1
         if clusters < 2:
             log.info("round %d: %d cluster(s) among %d crops, nothing to learn from", round_index + 1, clusters, len(crops))
-            reports.append(RoundReport(len(crops), clusters, int((labels >= 0).sum()), float("nan")))
+            reports.append(RoundReport(len(crops), radius, agreement, clusters, int((labels >= 0).sum()), float("nan")))
             break
         members = [np.flatnonzero(labels == c) for c in range(clusters)]
         memory = F.normalize(torch.from_numpy(np.stack([embeddings[m].mean(axis=0) for m in members])), dim=1)
@@ -153,8 +180,9 @@ def adapt(
             losses.append(loss.item())
             if progress is not None:
                 progress(round_index * recipe.iterations + step + 1, total, f"round {round_index + 1}")
-        reports.append(RoundReport(len(crops), clusters, int((labels >= 0).sum()), float(np.mean(losses[-10:]))))
-        log.info("round %d: %d clusters, %d of %d crops clustered, loss %.3f", round_index + 1, clusters,
-                 reports[-1].clustered, len(crops), reports[-1].loss)
+        reports.append(RoundReport(len(crops), radius, agreement, clusters, int((labels >= 0).sum()),
+                                   float(np.mean(losses[-10:]))))
+        log.info("round %d: radius %.2f (reference agreement %.2f), %d clusters, %d of %d crops clustered, loss %.3f",
+                 round_index + 1, radius, agreement, clusters, reports[-1].clustered, len(crops), reports[-1].loss)
     module.eval()
     return reports
