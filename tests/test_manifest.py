@@ -15,7 +15,8 @@ MODELS = Path(__file__).resolve().parents[1] / "models"
 def test_every_default_model_is_built_and_matches_its_pinned_sha256() -> None:
     manifest = load_manifest(MODELS)
     assert {m.name for m in manifest.models} == {
-        "nanodet-m-coco", "liveryid-vehicle-nanodet", "mobilenetv2-imagenet", "liveryid-reid-mnv2"}
+        "nanodet-m-coco", "liveryid-vehicle-nanodet", "mobilenetv2-imagenet", "liveryid-reid-mnv2",
+        "ppocr-v6-det-small", "ppocr-v6-rec-small"}
     for model in manifest.models:
         assert verified_path(model, MODELS).is_file()
 

@@ -35,7 +35,8 @@ class InputSpec(Struct, frozen=True, forbid_unknown_fields=True):
     mean: Annotated[list[float], Meta(min_length=3, max_length=3)]
     std: Annotated[list[float], Meta(min_length=3, max_length=3)]
     """... then subtract mean and divide by std, per channel."""
-    resize: Literal["letterbox", "stretch"]
+    resize: Literal["letterbox", "stretch", "fit"]
+    """fit: scaled to `height` rows keeping the aspect ratio, at most `width` columns (text lines)."""
 
 
 class ModelBase(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, tag_field="task"):
@@ -100,7 +101,29 @@ class EmbedderSpec(ModelBase, tag="embed"):
     fine-tuned from, and which it stands in for in that library."""
 
 
-ModelSpec = DetectorSpec | EmbedderSpec
+class TextDetectorSpec(ModelBase, tag="detect-text"):
+    """A DB text detector (PP-OCR): a per-pixel text probability map."""
+
+    output: str
+    longest_side: int
+    """Larger images are shrunk to this longest side; each side is then rounded to a multiple of 32."""
+    threshold: float
+    """Pixels above this probability are text."""
+    box_threshold: float
+    """A region is kept when its mean probability reaches this."""
+    unclip_ratio: float
+    """Regions are grown by area x ratio / perimeter: the map marks the shrunk core of each text line."""
+
+
+class TextReaderSpec(ModelBase, tag="read-text"):
+    """A CTC text recogniser (PP-OCR): per-column character probabilities."""
+
+    output: str
+    alphabet_metadata: str
+    """The model's metadata key holding its characters, one per line (index 0 is the CTC blank)."""
+
+
+ModelSpec = DetectorSpec | EmbedderSpec | TextDetectorSpec | TextReaderSpec
 
 
 class Manifest(Struct, frozen=True, forbid_unknown_fields=True):

@@ -22,5 +22,9 @@ class OrtSession:
         self.input_names = [i.name for i in self._session.get_inputs()]
         self.output_names = [o.name for o in self._session.get_outputs()]
 
+    def metadata(self) -> dict[str, str]:
+        """The model's custom metadata (a text recogniser keeps its alphabet there)."""
+        return dict(self._session.get_modelmeta().custom_metadata_map)
+
     def run(self, outputs: list[str], inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self._session.run(outputs, inputs)
