@@ -23,6 +23,7 @@ KHOA_DIR = DATA_DIR / "khoa-2cam-dev"
 DETECTOR_TRAIN_CARS = frozenset({1, 2, 3, 4, 5})
 # Boxes drawn by hand on every third F1 game image (`f1_boxes`).
 F1_BOXES = Path(__file__).resolve().parent / "labels" / "f1_game_boxes.csv"
+EPFL_NUMBERS = Path(__file__).resolve().parent / "labels" / "epfl_numbers.csv"
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,12 @@ def f1_boxes() -> list[tuple[Path, tuple[float, float, float, float]]]:
     boxed [x1, y1, x2, y2] in pixels by looking at it (bench/labels/README.md)."""
     rows = [line.split(",") for line in F1_BOXES.read_text().split("\n")[1:] if line.strip()]
     return [(F1_DIR / image, (float(x1), float(y1), float(x2), float(y2))) for image, x1, y1, x2, y2 in rows]
+
+
+def epfl_numbers() -> dict[tuple[int, int], str]:
+    """(car, frame) -> the racing number legible in that frame (labels/README.md); other frames show none."""
+    lines = [line.split(",") for line in EPFL_NUMBERS.read_text().split("\n")[1:] if line.strip()]
+    return {(int(car), frame): number for car, first, last, number in lines for frame in range(int(first), int(last) + 1)}
 
 
 def khoa_images(split: str) -> list[tuple[Path, str]]:

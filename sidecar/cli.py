@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     detect.add_argument("--min-score", type=float, help="lowest detector score kept (default: the protocol's)")
     detect.add_argument("--json", action="store_true", help="one JSON result per line")
 
+    numbers = commands.add_parser("numbers", help="print the racing numbers read on the vehicles of images")
+    numbers.add_argument("images", nargs="+", type=Path)
+
     embed = commands.add_parser("embed", help="print the embedding of an image (region)")
     embed.add_argument("image", type=Path)
     embed.add_argument("--box", type=float, nargs=4, metavar=("X1", "Y1", "X2", "Y2"))
@@ -145,6 +148,8 @@ def _run_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "info":
         print(msgspec.json.format(msgspec.json.encode(engine.initialize(InitializeParams(), context)).decode()))
         return 0
+    if args.command == "numbers":
+        return _numbers(args, engine)
     if args.command == "embed":
         result = engine.embed(EmbedParams(image=ImageRef(path=str(args.image)), box=args.box), context)
         print(msgspec.json.encode(result, enc_hook=lambda v: v.tolist()).decode())
@@ -165,6 +170,30 @@ def _run_command(args: argparse.Namespace, settings: Settings) -> int:
         for vehicle in found.vehicles:
             x1, y1, x2, y2 = vehicle.box
             print(f"  {vehicle.label:<10} {vehicle.score:.2f}  box=({x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f})")
+    return 1 if failures else 0
+
+
+def _numbers(args: argparse.Namespace, engine: Engine) -> int:
+    from sidecar.stages.decode import load_image
+    from sidecar.stages.embed import crop
+    from sidecar.protocol.messages import ImageRef
+
+    failures = 0
+    reader, detector = engine.number_reader(), engine.detector()
+    for path in args.images:
+        try:
+            image = load_image(ImageRef(path=str(path)), engine.limits)
+        except RpcError as exc:
+            failures += 1
+            print(f"{path}: error {exc.code}: {exc.message}", file=sys.stderr)
+            continue
+        found = detector(image, None, engine.vehicle_classes(None))
+        print(f"{path}  {len(found)} vehicle(s)")
+        for index in range(len(found)):
+            box, _ = found.reported(index)
+            readings = reader(crop(image, box))
+            shown = ", ".join(f"#{r.text} ({r.confidence:.2f})" for r in readings) or "no number read"
+            print(f"  box=({box[0]:.0f}, {box[1]:.0f}, {box[2]:.0f}, {box[3]:.0f})  {shown}")
     return 1 if failures else 0
 
 

@@ -23,6 +23,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # The project's re-identification embedder; "mobilenetv2-imagenet" is the
     # generic one it was trained from (a fallback, and the "before" of eval).
     embedder: str = "liveryid-reid-mnv2"
+    # The number reader's two models (PP-OCR text detection and recognition).
+    text_detector: str = "ppocr-v6-det-small"
+    text_reader: str = "ppocr-v6-rec-small"
     # Overrides the manifest's colour fusion weight (0 = the embedding alone):
     # for measuring what the colours add, not for everyday use.
     colour_weight: float | None = None

@@ -20,7 +20,8 @@ from sidecar import __version__
 from sidecar.config import Settings
 from sidecar.errors import InvalidParams, LibraryNotOpen, ModelMissing, RpcError
 from sidecar.inference.manifest import (
-    DetectorSpec, EmbedderSpec, Manifest, ModelBase, ModelSpec, load_manifest, verified_path,
+    DetectorSpec, EmbedderSpec, Manifest, ModelBase, ModelSpec, TextDetectorSpec, TextReaderSpec, load_manifest,
+    verified_path,
 )
 from sidecar.inference.session import OrtSession
 from sidecar.library.library import Library
@@ -34,9 +35,13 @@ from sidecar.protocol.methods import METHODS
 from sidecar.stages.decode import IMAGE_FORMATS, ImageLimits, decode_image, load_image, reopen
 from sidecar.stages.detect import Detections, NanoDetDetector
 from sidecar.stages.embed import Embedder, appearance_dim, crop
+from sidecar.stages.number import NumberReader, TextDetector, TextReader
 
 log = logging.getLogger(__name__)
 Stage = TypeVar("Stage")
+TASKS: dict[type, Literal["detect", "embed", "detect-text", "read-text"]] = {
+    DetectorSpec: "detect", EmbedderSpec: "embed", TextDetectorSpec: "detect-text", TextReaderSpec: "read-text",
+}
 
 
 class Engine:
@@ -160,6 +165,10 @@ class Engine:
     def detector(self) -> NanoDetDetector:
         return self._stage(self.settings.detector, NanoDetDetector)
 
+    def number_reader(self) -> NumberReader:
+        detector = self._stage(self.settings.text_detector, TextDetector)
+        return NumberReader(detector, self._stage(self.settings.text_reader, TextReader))
+
     def embedder_name(self) -> str:
         """The configured embedder, or the open library's adaptation of it."""
         library = self._library
@@ -183,7 +192,7 @@ class Engine:
         except ModelMissing as exc:
             status = "checksum_mismatch" if (exc.data or {}).get("reason") == "checksum_mismatch" else "missing"
             problem = exc.message
-        task: Literal["detect", "embed"] = "detect" if isinstance(spec, DetectorSpec) else "embed"
+        task = TASKS[type(spec)]
         return ModelInfo(
             name=spec.name, task=task, version=spec.version, file=spec.file, sha256=spec.sha256,
             input_size=[spec.input.width, spec.input.height], status=status,  # type: ignore[arg-type]
@@ -206,6 +215,8 @@ class Engine:
         models = [
             self._model_info(self.settings.detector, self.detector),
             self._model_info(self.embedder_name(), self.embedder),
+            self._model_info(self.settings.text_detector, self.number_reader),
+            self._model_info(self.settings.text_reader, self.number_reader),
         ]
         return InitializeResult(
             library=library_info,

@@ -362,7 +362,7 @@ export interface InitializeResult {
 }
 export interface ModelInfo {
   name: string;
-  task: 'detect' | 'embed';
+  task: 'detect' | 'detect-text' | 'embed' | 'read-text';
   version: string;
   file: string;
   sha256: string;

@@ -105,7 +105,7 @@ class InitializeParams(Message):
 
 class ModelInfo(Message):
     name: str
-    task: Literal["detect", "embed"]
+    task: Literal["detect", "embed", "detect-text", "read-text"]
     version: str
     file: str
     sha256: str

@@ -1,0 +1,79 @@
+"""How well the number stage reads racing numbers, on the hand-labelled EPFL
+frames (bench/labels/epfl_numbers.csv): every ground-truth crop of every car
+is read, as identify will read a detected vehicle.
+
+    .venv/bin/python -m bench.numbers
+
+- exact: frames with a legible number where the surest reading is it;
+- missed: frames with a legible number and no reading;
+- wrong: frames where some reading is not the legible number (or any
+  reading where none is legible): the figure that must stay near zero.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+
+from bench.datasets import DATA_DIR, epfl_frames, epfl_numbers
+from sidecar.config import settings_from_env
+from sidecar.engine import Engine
+from sidecar.protocol.messages import ImageRef
+from sidecar.stages.decode import load_image
+from sidecar.stages.embed import crop
+from sidecar.stages.number import NumberReader, NumberReading
+
+
+THRESHOLDS = (0.8, 0.9, 0.97, 0.99, 0.995)
+
+
+def score(results: list[tuple[str | None, list[NumberReading]]], threshold: float) -> tuple[dict[str, int], list[str]]:
+    counts = {"legible": 0, "exact": 0, "missed": 0, "wrong on legible": 0, "none legible": 0, "wrong on none": 0}
+    wrong = []
+    for truth, readings in results:
+        texts = [r.text for r in readings if r.confidence >= threshold]
+        if truth is None:
+            counts["none legible"] += 1
+            counts["wrong on none"] += bool(texts)
+        else:
+            counts["legible"] += 1
+            counts["exact"] += bool(texts) and texts[0] == truth
+            counts["missed"] += not texts
+            counts["wrong on legible"] += any(t != truth for t in texts)
+        if any(t != truth for t in texts):
+            wrong.append(f"{[(r.text, r.confidence) for r in readings if r.confidence >= threshold]} (legible: {truth or 'none'})")
+    return counts, wrong
+
+
+def main() -> None:
+    if not DATA_DIR.is_dir():
+        sys.exit(f"no development data at {DATA_DIR}")
+    engine = Engine(settings_from_env())
+    default = engine.number_reader()
+    reader = NumberReader(default.detector, default.reader, min_confidence=0.0)  # thresholds applied below
+    labels = epfl_numbers()
+    results = []
+    timings = []
+    for frame in epfl_frames():
+        image = crop(load_image(ImageRef(path=str(frame.path)), engine.limits), list(frame.box))
+        started = time.perf_counter()
+        results.append((labels.get((frame.car, frame.frame)), reader(image)))
+        timings.append(1000 * (time.perf_counter() - started))
+    print("| least character confidence | legible: exact | legible: missed | legible: wrong number | "
+          "none legible: a number returned |")
+    print("|---|---|---|---|---|")
+    for threshold in THRESHOLDS:
+        counts, _ = score(results, threshold)
+        legible, none = counts["legible"], counts["none legible"]
+        mark = " (default)" if threshold == default.min_confidence else ""
+        print(f"| {threshold}{mark} | {counts['exact'] / legible:.1%} | {counts['missed'] / legible:.1%} | "
+              f"{counts['wrong on legible'] / legible:.1%} | {counts['wrong on none'] / none:.1%} |")
+    print(f"\n{legible} frames with a legible number, {none} without; ms per crop (detect text + read): "
+          f"p50 {statistics.median(timings):.1f}, p90 {statistics.quantiles(timings, n=10)[-1]:.1f}")
+    for line in score(results, default.min_confidence)[1]:
+        print("wrong at the default:", line)
+
+
+if __name__ == "__main__":
+    main()

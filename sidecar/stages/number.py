@@ -1,0 +1,132 @@
+"""Number stage: the racing numbers painted on a vehicle, read from its crop.
+
+Two PP-OCR models (the `rapidocr` wheel's ONNX files, run by our own
+session): a DB detector finds the text lines of the crop, a CTC recogniser
+reads each. Most text on a race car is sponsors, and a wrong number is worse
+than none, so a reading counts only when it is a number as series paint
+them (1 to 3 digits, an optional letter suffix) and the recogniser is sure
+of every character of it.
+
+Only the vehicle's crop is read, never the whole photo: the detector's cost
+grows with pixels, and the number is on the car.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from sidecar.inference.manifest import InputSpec, TextDetectorSpec, TextReaderSpec
+from sidecar.inference.session import OrtSession
+from sidecar.stages.embed import crop
+
+RACING_NUMBER = re.compile(r"^[0-9]{1,3}[A-Z]?$")
+# Every character of a reading must be at least this sure: on the EPFL cars
+# (`python -m bench.numbers`) digits misread from grilles, wheels and plates
+# stay under it, the painted number over it.
+MIN_CHARACTER_CONFIDENCE = 0.99
+READ_BATCH = 8
+
+
+@dataclass(frozen=True)
+class NumberReading:
+    text: str
+    box: list[float]
+    """[x1, y1, x2, y2] in the pixels of the crop that was read."""
+    confidence: float
+    """The least sure character's probability."""
+
+
+def _normalised(image: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """(H, W, 3) uint8 -> (3, H, W) float32 as the spec says (PP-OCR: (x / 255 - 0.5) / 0.5)."""
+    pixels = image[..., ::-1] if spec.channel_order == "rgb" else image
+    out = (pixels.astype(np.float32) * spec.scale - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+    return out.transpose(2, 0, 1)
+
+
+class TextDetector:
+    def __init__(self, spec: TextDetectorSpec, session: OrtSession) -> None:
+        self.spec = spec
+        self._session = session
+
+    def __call__(self, image: np.ndarray) -> list[tuple[list[float], float]]:
+        """Text line boxes ([x1, y1, x2, y2] in `image` pixels) and their scores."""
+        height, width = image.shape[:2]
+        # Shrink large crops to bound the cost, never enlarge small ones:
+        # upscaled pixels add detection time and false text, not detail.
+        scale = min(1.0, self.spec.longest_side / max(height, width))
+        rows, cols = (max(32, int(round(side * scale / 32)) * 32) for side in (height, width))
+        resized = cv2.resize(image, (cols, rows), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+        (probability,) = self._session.run([self.spec.output], {self.spec.input.name: _normalised(resized, self.spec.input)[None]})
+        text_map = probability[0, 0]
+        mask = (text_map > self.spec.threshold).astype(np.uint8)
+        contours, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
+        boxes = []
+        for contour in contours:
+            x, y, w, h = cv2.boundingRect(contour)
+            if min(w, h) < 3:
+                continue
+            region = text_map[y : y + h, x : x + w]
+            score = float(region[mask[y : y + h, x : x + w] > 0].mean())
+            if score < self.spec.box_threshold:
+                continue
+            grow = w * h * self.spec.unclip_ratio / (2 * (w + h))
+            sx, sy = width / cols, height / rows
+            box = [max(0.0, (x - grow) * sx), max(0.0, (y - grow) * sy),
+                   min(float(width), (x + w + grow) * sx), min(float(height), (y + h + grow) * sy)]
+            boxes.append((box, score))
+        return boxes
+
+
+class TextReader:
+    def __init__(self, spec: TextReaderSpec, session: OrtSession) -> None:
+        self.spec = spec
+        self._session = session
+        metadata = session.metadata()
+        if spec.alphabet_metadata not in metadata:
+            raise ValueError(f"{spec.name}: no {spec.alphabet_metadata!r} in the model's metadata")
+        # CTC: index 0 is the blank; the model's last class is a space.
+        self.alphabet = ["", *metadata[spec.alphabet_metadata].split("\n"), " "]
+
+    def __call__(self, lines: list[np.ndarray]) -> list[tuple[str, float]]:
+        """(text, least character probability) of each text-line image."""
+        out: list[tuple[str, float]] = []
+        spec = self.spec.input
+        for start in range(0, len(lines), READ_BATCH):
+            batch = lines[start : start + READ_BATCH]
+            widths = [min(spec.width, max(8, int(np.ceil(spec.height * l.shape[1] / l.shape[0])))) for l in batch]
+            tensor = np.zeros((len(batch), 3, spec.height, max(widths)), np.float32)
+            for i, (line, width) in enumerate(zip(batch, widths)):
+                tensor[i, :, :, :width] = _normalised(cv2.resize(line, (width, spec.height)), spec)
+            (probabilities,) = self._session.run([self.spec.output], {spec.name: tensor})
+            # The recogniser gives one column per 8 input columns: padding's columns are cut off.
+            out += [self._decode(p[: int(np.ceil(w / 8))]) for p, w in zip(probabilities, widths)]
+        return out
+
+    def _decode(self, probabilities: np.ndarray) -> tuple[str, float]:
+        """Greedy CTC: the best class per column, repeats merged, blanks dropped."""
+        best, sure = probabilities.argmax(axis=1), probabilities.max(axis=1)
+        keep = (best != 0) & np.concatenate([[True], best[1:] != best[:-1]])
+        text = "".join(self.alphabet[i] for i in best[keep])
+        return text, float(sure[keep].min()) if keep.any() else 0.0
+
+
+class NumberReader:
+    def __init__(self, detector: TextDetector, reader: TextReader, min_confidence: float = MIN_CHARACTER_CONFIDENCE) -> None:
+        self.detector = detector
+        self.reader = reader
+        self.min_confidence = min_confidence
+
+    def __call__(self, vehicle: np.ndarray) -> list[NumberReading]:
+        """The racing numbers read on a vehicle's crop, surest first."""
+        lines = self.detector(vehicle)
+        texts = self.reader([crop(vehicle, box) for box, _ in lines])
+        readings = []
+        for (box, _), (text, confidence) in zip(lines, texts):
+            number = text.replace(" ", "").upper()
+            if RACING_NUMBER.match(number) and confidence >= self.min_confidence:
+                readings.append(NumberReading(number, [round(v, 1) for v in box], round(confidence, 4)))
+        return sorted(readings, key=lambda r: -r.confidence)

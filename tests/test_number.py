@@ -1,0 +1,55 @@
+"""The number stage on the real PP-OCR models: racing numbers are read,
+sponsor text and long digit strings are not."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from sidecar.engine import Engine
+from sidecar.stages.number import NumberReader, RACING_NUMBER
+
+
+def panel(*lines: tuple[str, float, int]) -> np.ndarray:
+    """A red livery panel with white text: (text, font scale, thickness) per line."""
+    image = np.full((360, 640, 3), (40, 30, 200), np.uint8)
+    y = 30
+    for text, scale, thickness in lines:
+        (width, height), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+        y += height + 30
+        cv2.putText(image, text, ((640 - width) // 2, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+    return image
+
+
+def test_a_painted_number_is_read_and_sponsor_text_is_not(engine: Engine) -> None:
+    readings = engine.number_reader()(panel(("CASTROL", 1.5, 3), ("27", 5.0, 12)))
+    assert [r.text for r in readings] == ["27"]
+    x1, y1, x2, y2 = readings[0].box
+    assert 200 < (x1 + x2) / 2 < 440 and y2 > 150  # the big number, not the sponsor line above it
+    assert readings[0].confidence >= engine.number_reader().min_confidence
+
+
+def test_phone_numbers_and_words_are_not_racing_numbers(engine: Engine) -> None:
+    assert engine.number_reader()(panel(("0800 123 456", 2.0, 5), ("WRC", 3.0, 8))) == []
+    assert engine.number_reader()(np.zeros((40, 40, 3), np.uint8)) == []
+
+
+@pytest.mark.parametrize(("text", "number"), [("7", True), ("44", True), ("112", True), ("12A", True),
+                                              ("1234", False), ("A12", False), ("", False), ("7.5", False)])
+def test_racing_number_pattern(text: str, number: bool) -> None:
+    assert bool(RACING_NUMBER.match(text)) == number
+
+
+def test_ctc_decoding_merges_repeats_and_drops_blanks(engine: Engine) -> None:
+    reader = engine.number_reader().reader
+    seven, four = reader.alphabet.index("7"), reader.alphabet.index("4")
+    columns = [seven, seven, 0, four, 0, 0, four]  # "7", blank, "4", blanks, "4": 744
+    probabilities = np.full((len(columns), len(reader.alphabet)), 1e-4, np.float32)
+    probabilities[np.arange(len(columns)), columns] = [0.99, 0.97, 0.9, 0.98, 0.9, 0.9, 0.95]
+    assert reader._decode(probabilities) == ("744", pytest.approx(0.95))
+
+
+def test_the_reader_refuses_doubtful_characters(engine: Engine) -> None:
+    strict = NumberReader(engine.number_reader().detector, engine.number_reader().reader, min_confidence=1.01)
+    assert strict(panel(("27", 5.0, 12))) == []
