@@ -19,9 +19,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from sidecar.inference.manifest import InputSpec, TextDetectorSpec, TextReaderSpec
+from sidecar.inference.manifest import TextDetectorSpec, TextReaderSpec
 from sidecar.inference.session import OrtSession
 from sidecar.stages.embed import crop
+from sidecar.stages.preprocess import to_tensor
 
 RACING_NUMBER = re.compile(r"^[0-9]{1,3}[A-Z]?$")
 # Every character of a reading must be at least this sure: on the EPFL cars
@@ -40,13 +41,6 @@ class NumberReading:
     """The least sure character's probability."""
 
 
-def _normalised(image: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """(H, W, 3) uint8 -> (3, H, W) float32 as the spec says (PP-OCR: (x / 255 - 0.5) / 0.5)."""
-    pixels = image[..., ::-1] if spec.channel_order == "rgb" else image
-    out = (pixels.astype(np.float32) * spec.scale - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
-    return out.transpose(2, 0, 1)
-
-
 class TextDetector:
     def __init__(self, spec: TextDetectorSpec, session: OrtSession) -> None:
         self.spec = spec
@@ -60,7 +54,7 @@ class TextDetector:
         scale = min(1.0, self.spec.longest_side / max(height, width))
         rows, cols = (max(32, int(round(side * scale / 32)) * 32) for side in (height, width))
         resized = cv2.resize(image, (cols, rows), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
-        (probability,) = self._session.run([self.spec.output], {self.spec.input.name: _normalised(resized, self.spec.input)[None]})
+        (probability,) = self._session.run([self.spec.output], {self.spec.input.name: to_tensor([resized], self.spec.input)})
         text_map = probability[0, 0]
         mask = (text_map > self.spec.threshold).astype(np.uint8)
         contours, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
@@ -100,7 +94,7 @@ class TextReader:
             widths = [min(spec.width, max(8, int(np.ceil(spec.height * l.shape[1] / l.shape[0])))) for l in batch]
             tensor = np.zeros((len(batch), 3, spec.height, max(widths)), np.float32)
             for i, (line, width) in enumerate(zip(batch, widths)):
-                tensor[i, :, :, :width] = _normalised(cv2.resize(line, (width, spec.height)), spec)
+                tensor[i, :, :, :width] = to_tensor([cv2.resize(line, (width, spec.height))], spec)[0]
             (probabilities,) = self._session.run([self.spec.output], {spec.name: tensor})
             # The recogniser gives one column per 8 input columns: padding's columns are cut off.
             out += [self._decode(p[: int(np.ceil(w / 8))]) for p, w in zip(probabilities, widths)]
