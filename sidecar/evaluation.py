@@ -118,13 +118,20 @@ def reranked_similarities(queries: np.ndarray, references: np.ndarray) -> np.nda
     return out
 
 
-def car_similarities(queries: np.ndarray, references: np.ndarray, ref_cars: list[str], aggregate: Aggregate) -> tuple[list[str], np.ndarray]:
-    """(cars, (Q, C) similarity of each query to each car)."""
+def best_per_car(similarities: np.ndarray, ref_cars: list[str]) -> tuple[list[str], np.ndarray]:
+    """(cars, (Q, C) best similarity of each query to each car's references) from (Q, R) similarities."""
     cars = sorted(set(ref_cars))
     owner = np.array([cars.index(c) for c in ref_cars])
+    return cars, np.stack([similarities[:, owner == i].max(axis=1) for i in range(len(cars))], axis=1)
+
+
+def car_similarities(queries: np.ndarray, references: np.ndarray, ref_cars: list[str], aggregate: Aggregate) -> tuple[list[str], np.ndarray]:
+    """(cars, (Q, C) similarity of each query to each car)."""
     if aggregate in ("max", "max+k-reciprocal"):
         sims = queries @ references.T if aggregate == "max" else reranked_similarities(queries, references)
-        return cars, np.stack([sims[:, owner == i].max(axis=1) for i in range(len(cars))], axis=1)
+        return best_per_car(sims, ref_cars)
+    cars = sorted(set(ref_cars))
+    owner = np.array([cars.index(c) for c in ref_cars])
     prototypes = np.stack([references[owner == i].mean(axis=0) for i in range(len(cars))])
     prototypes /= np.linalg.norm(prototypes, axis=1, keepdims=True)
     return cars, queries @ prototypes.T
@@ -236,13 +243,9 @@ class ReferenceCheck:
 
 def reference_check(vectors: np.ndarray, cars: list[str], policy: MatchPolicy) -> ReferenceCheck:
     similarity = vectors @ vectors.T
-    np.fill_diagonal(similarity, -np.inf)
-    names = sorted(set(cars))
+    np.fill_diagonal(similarity, -np.inf)  # a reference is never its own match
+    names, per_car = best_per_car(similarity, cars)
     owner = np.array([names.index(c) for c in cars])
-    per_car = np.stack([
-        similarity[:, owner == i].max(axis=1) if (owner == i).any() else np.full(len(cars), -np.inf)
-        for i in range(len(names))
-    ], axis=1)
     several = [i for i in range(len(cars)) if (owner == owner[i]).sum() > 1]
     known = evaluate("references", names, per_car[several], [cars[i] for i in several], policy, "max", len(cars))
     unknown_sims = per_car.copy()
