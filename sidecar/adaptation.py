@@ -87,11 +87,14 @@ class Adaptation:
         recipe = training.AdaptRecipe(rounds=params.rounds, iterations=params.iterations)
         started = time.monotonic()
         module = load(self.engine.model_file(current.spec.name))
-        colours = {refs: np.stack([colour.colour_histogram(c) for c in (checked if refs else crops)]) for refs in (False, True)}
+        crop_colours = np.stack([colour.colour_histogram(c) for c in crops])
+        reference_colours = np.stack([colour.colour_histogram(c) for c in checked])
 
         def appearance(embeddings: np.ndarray, of_references: bool) -> np.ndarray:
+            """What matching compares: the embedding fused with the crops' colours, as the embed stage does."""
             weight = current.spec.colour_weight
-            return colour.fuse(embeddings, colours[of_references], weight) if weight else embeddings
+            colours = reference_colours if of_references else crop_colours
+            return colour.fuse(embeddings, colours, weight) if weight else embeddings
 
         rounds = training.adapt(module, crops, checked, cars, current.spec.input, recipe, appearance,
                                 lambda done, total, stage: context.progress(done, total, f"train: {stage}"))
@@ -137,7 +140,9 @@ class Adaptation:
             photos = [photos[int(i)] for i in np.linspace(0, len(photos) - 1, params.max_photos).round()]
         detector = self.engine.detector()
         classes = self.engine.vehicle_classes(None)
-        longest = 2 * max(self.engine.embedder().spec.input.width, self.engine.embedder().spec.input.height)
+        spec = self.engine.embedder().spec.input
+        # Training works from crops at most twice the model's input: keep no more pixels than that.
+        longest = 2 * max(spec.width, spec.height)
         crops, failed = [], []
         for done, path in enumerate(photos):
             context.progress(done, len(photos), "find vehicles")

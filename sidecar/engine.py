@@ -74,8 +74,8 @@ class Engine:
     def _stage(self, name: str, build: Callable[[Any, OrtSession], Stage]) -> Stage:
         with self._load_lock:
             if name not in self._stages:
-                spec, _ = self._spec(name)
-                path = self.model_file(name)
+                spec, folder = self._spec(name)
+                path = verified_path(spec, folder)
                 self._stages[name] = build(spec, OrtSession(path, self.settings.intra_op_threads))
                 log.info("loaded %s %s from %s", spec.name, spec.version, path)
             return self._stages[name]
