@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from sidecar.engine import Engine
+from sidecar.files import write_atomic
 from sidecar.library.store import CarRow, DetectionRow
 from sidecar.protocol.endpoint import RequestContext
 from sidecar.protocol.messages import ExportParams, ExportResult
@@ -24,12 +24,6 @@ CSV_COLUMNS = [
     "driver", "score", "review", "sensor_x1", "sensor_y1", "sensor_x2", "sensor_y2",
 ]
 PAGE = 5000
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.liveryid-tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def sensor_box(row: DetectionRow) -> list[float] | None:

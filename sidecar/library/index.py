@@ -23,6 +23,8 @@ import numpy as np
 import sidecar.inference.session  # noqa: F401  isort: skip
 from usearch.index import Index  # noqa: E402  isort: skip
 
+from sidecar.files import write_atomic  # noqa: E402
+
 log = logging.getLogger(__name__)
 
 
@@ -78,10 +80,8 @@ class ReferenceIndex:
         tmp = self.path.with_name(self.path.name + ".tmp")
         self._index.save(str(tmp))
         os.replace(tmp, self.path)
-        meta_tmp = self.meta_path.with_name(self.meta_path.name + ".tmp")
-        meta_tmp.write_text(json.dumps({"model": self.model, "dim": self.dim, "dtype": DTYPE, "count": len(ids),
-                                        "fingerprint": fingerprint(self.model, ids)}))
-        os.replace(meta_tmp, self.meta_path)
+        write_atomic(self.meta_path, json.dumps({"model": self.model, "dim": self.dim, "dtype": DTYPE, "count": len(ids),
+                                                 "fingerprint": fingerprint(self.model, ids)}))
 
     def __len__(self) -> int:
         return len(self._index)

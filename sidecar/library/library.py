@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import threading
 import uuid
 from collections.abc import Callable
@@ -16,6 +15,7 @@ import msgspec
 import numpy as np
 
 from sidecar.errors import InvalidParams, NotFound
+from sidecar.files import write_atomic
 from sidecar.inference.manifest import EmbedderSpec
 from sidecar.library.index import ReferenceIndex
 from sidecar.library.lock import LibraryLock
@@ -68,9 +68,7 @@ class Library:
         if spec is None:
             path.unlink(missing_ok=True)
         else:
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_bytes(msgspec.json.format(msgspec.json.encode(spec)))
-            os.replace(tmp, path)
+            write_atomic(path, msgspec.json.format(msgspec.json.encode(spec)).decode())
         self.adapted = spec
 
     def use_model(self, model: str, dim: int) -> None:
