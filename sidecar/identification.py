@@ -24,7 +24,9 @@ from sidecar.protocol.messages import (
     Reference, ReferenceIdParams, Removed, ResultDetection, ResultsQueryParams, ResultsQueryResult, ReviewParams,
     ReviewResult, TagFailure, TagParams, TagResult,
 )
-from sidecar.stages.decode import IMAGE_SUFFIXES, decode_image, decode_photo, load_image, read_file, source_of
+from sidecar.stages.decode import (
+    IMAGE_SUFFIXES, decode_image, decode_photo, detection_source, load_image, read_file, source_of,
+)
 from sidecar.stages.detect import Detections
 from sidecar.stages.embed import crop
 from sidecar.stages.match import MatchPolicy, Verdict, car_scores, decide
@@ -189,7 +191,7 @@ class Identification:
         library.store.review(row.id, "confirmed", car_id)
         reference = None
         if params.add_as_reference:
-            _, (added,) = library.enroll(car_id, {}, [(f"{row.path}#detection={row.id}", row.box, embedding, row.detector_score)])
+            _, (added,) = library.enroll(car_id, {}, [(detection_source(row.path, row.id), row.box, embedding, row.detector_score)])
             reference = _reference(added)
         confirmed, _ = self._detection(row.id)
         return ReviewResult(detection=_result(confirmed, self._labels()), reference=reference)

@@ -135,14 +135,6 @@ class Store:
     def close(self) -> None:
         self._db.close()
 
-    def setting(self, key: str) -> str | None:
-        rows = self._rows("SELECT value FROM meta WHERE key = ?", (key,))
-        return str(rows[0]["value"]) if rows else None
-
-    def set_setting(self, key: str, value: str) -> None:
-        with self.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
-
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One atomic write. Worker threads share the connection, so the

@@ -16,6 +16,7 @@ from sidecar.stages.imagesize import header_size
 from sidecar.stages.raw import RAW_SUFFIXES, embedded_preview
 
 IMAGE_FORMATS = ["jpeg", "png", "webp", "tiff"]
+DETECTION_MARK = "#detection="
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff"} | RAW_SUFFIXES
 
 # raw channel order -> (channels, conversion to BGR)
@@ -48,10 +49,15 @@ def source_of(ref: ImageRef) -> str:
     return ref.path if ref.path is not None else f"mmap:{ref.mmap.path}@{ref.mmap.offset}"  # type: ignore[union-attr]
 
 
+def detection_source(path: str, detection_id: int) -> str:
+    """The source of a reference made from a confirmed detection: its photo, and which detection."""
+    return f"{path}{DETECTION_MARK}{detection_id}"
+
+
 def reopen(source: str) -> ImageRef | None:
     """The image a recorded source names, when it can be read again: a file
-    (a confirmed detection's source is `path#detection=N`), not a buffer."""
-    return None if source.startswith("mmap:") else ImageRef(path=source.split("#detection=", 1)[0])
+    (a confirmed detection's photo included), not a buffer."""
+    return None if source.startswith("mmap:") else ImageRef(path=source.split(DETECTION_MARK, 1)[0])
 
 
 def load_image(ref: ImageRef, limits: ImageLimits) -> np.ndarray:
