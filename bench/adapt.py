@@ -28,10 +28,10 @@ from sidecar.adaptation import Adaptation
 from sidecar.config import settings_from_env
 from sidecar.engine import Engine
 from sidecar.identification import Identification, match_policy
-from sidecar.protocol.endpoint import CancelToken, RequestContext
+from sidecar.protocol.endpoint import quiet_context
 from sidecar.protocol.messages import AdaptParams, CarFields, EnrollParams, ImageRef
 
-QUIET = RequestContext(0, CancelToken(), False, lambda method, params: None)
+QUIET = quiet_context()
 # (manifest enrolled and adapted on, manifests measured before and after)
 SCENARIOS = [
     ("epfl-3ref.json", ["epfl-1ref.json", "epfl-3ref.json"]),

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from bench.datasets import DATA_DIR, epfl_frames, f1_images
 from sidecar.config import settings_from_env
 from sidecar.engine import Engine
-from sidecar.protocol.endpoint import CancelToken, RequestContext
+from sidecar.protocol.endpoint import quiet_context
 from sidecar.protocol.messages import DetectParams, EmbedParams, ImageRef
 
-CONTEXT = RequestContext(0, CancelToken(), False, lambda method, params: None)
+CONTEXT = quiet_context()
 
 
 def timed(call: Callable[[], object], repeats: int) -> list[float]:

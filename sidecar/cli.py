@@ -127,11 +127,11 @@ def main(argv: list[str] | None = None) -> None:
 def _run_command(args: argparse.Namespace, settings: Settings) -> int:
     """The terminal commands call the engine's methods exactly as the app does."""
     from sidecar.engine import Engine
-    from sidecar.protocol.endpoint import CancelToken, RequestContext
+    from sidecar.protocol.endpoint import quiet_context
     from sidecar.protocol.messages import DetectParams, EmbedParams, ImageRef, InitializeParams
 
     engine = Engine(settings)
-    context = RequestContext(0, CancelToken(), False, lambda method, params: None)
+    context = quiet_context()
     if getattr(args, "library_command", False):
         engine.initialize(InitializeParams(library=str(args.library)), context)
         try:
@@ -209,14 +209,14 @@ def _progress_bar(method: str, params: ProgressParams) -> None:
 def _library_command(args: argparse.Namespace, engine: Engine) -> int:
     from sidecar.export import Exporter
     from sidecar.identification import Identification
-    from sidecar.protocol.endpoint import CancelToken, RequestContext
+    from sidecar.protocol.endpoint import CancelToken, RequestContext, quiet_context
     from sidecar.protocol.messages import (
         CarFields, EnrollParams, ExportParams, ImageRef, ResultsQueryParams, ReviewParams, TagParams,
     )
     from sidecar.stages.decode import IMAGE_SUFFIXES
 
     identification = Identification(engine)
-    quiet = RequestContext(0, CancelToken(), False, lambda method, params: None)
+    quiet = quiet_context()
     if args.command == "enroll":
         if args.from_folders:
             jobs = [({"label": folder.name}, sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
@@ -280,12 +280,12 @@ def _library_command(args: argparse.Namespace, engine: Engine) -> int:
 
 def _adapt(args: argparse.Namespace, engine: Engine) -> int:
     from sidecar.adaptation import Adaptation
-    from sidecar.protocol.endpoint import CancelToken, RequestContext
+    from sidecar.protocol.endpoint import CancelToken, RequestContext, quiet_context
     from sidecar.protocol.messages import AdaptParams
 
     adaptation = Adaptation(engine)
     if args.revert:
-        print(f"the library now uses {adaptation.revert(None, RequestContext(0, CancelToken(), False, lambda m, p: None)).model}")
+        print(f"the library now uses {adaptation.revert(None, quiet_context()).model}")
         return 0
     if not args.paths:
         print("liveryid adapt: give the event's photos or folders (or --revert)", file=sys.stderr)

@@ -21,14 +21,14 @@ from sidecar.config import settings_from_env
 from sidecar.engine import Engine
 from sidecar.evaluation import reference_check
 from sidecar.identification import Identification
-from sidecar.protocol.endpoint import CancelToken, RequestContext
+from sidecar.protocol.endpoint import quiet_context
 from sidecar.protocol.messages import AdaptParams, CarFields, EnrollParams, IdentifyParams, ImageRef, InitializeParams
 from sidecar.stages.match import MatchPolicy
 from sidecar.training.adapt import AdaptRecipe, dbscan, pseudo_labels
 from sidecar.training.onnx_module import OnnxModule, load
 from tests.sidecar_process import SidecarProcess
 
-QUIET = RequestContext(0, CancelToken(), False, lambda method, params: None)
+QUIET = quiet_context()
 
 
 class SmallEmbedder(nn.Module):

@@ -12,12 +12,12 @@ import numpy as np
 
 from bench.datasets import epfl_frames, f1_images
 from sidecar.engine import Engine
-from sidecar.protocol.endpoint import CancelToken, RequestContext
+from sidecar.protocol.endpoint import quiet_context
 from sidecar.protocol.messages import DetectParams, EmbedParams, ImageRef
 from sidecar.stages.detect import box_iou
 from sidecar.stages.embed import crop
 
-CONTEXT = RequestContext(0, CancelToken(), False, lambda method, params: None)
+CONTEXT = quiet_context()
 
 
 def test_epfl_recall_at_iou_half(engine: Engine, dev_data: Path) -> None:

@@ -66,6 +66,11 @@ class RequestContext:
             self._notify("$/progress", ProgressParams(id=self.id, done=done, total=total, stage=stage, rate=rounded, eta_s=eta))
 
 
+def quiet_context() -> RequestContext:
+    """For calling a handler directly (the CLI, benchmarks, tests): no progress reports, never cancelled."""
+    return RequestContext(0, CancelToken(), False, lambda method, params: None)
+
+
 Handler = Callable[[Any, RequestContext], Any]
 
 
