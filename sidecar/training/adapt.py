@@ -34,10 +34,10 @@ import torch.nn.functional as F
 
 from sidecar.evaluation import k_reciprocal_distance
 from sidecar.inference.manifest import InputSpec
-from sidecar.stages.preprocess import shrink, to_tensor
-from sidecar.training.augment import AugmentRecipe, augment
+from sidecar.stages.preprocess import shrink
+from sidecar.training.augment import AugmentRecipe
 from sidecar.training.onnx_module import OnnxModule
-from sidecar.training.reid import embed
+from sidecar.training.reid import embed, pk_batch
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,6 @@ def adapt(
     module.freeze(recipe.frozen_share)
     trainable = [p for p in module.parameters() if p.requires_grad]
     optimiser = torch.optim.Adam(trainable, lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
-    size = (spec.width, spec.height)
     reports = []
     total = recipe.rounds * recipe.iterations
     for round_index in range(recipe.rounds):
@@ -161,13 +160,8 @@ def adapt(
         per_batch = min(recipe.clusters_per_batch, clusters)
         losses = []
         for step in range(recipe.iterations):
-            chosen = rng.choice(clusters, per_batch, replace=False)
-            picks = np.concatenate([
-                rng.choice(members[c], recipe.images_per_cluster, replace=len(members[c]) < recipe.images_per_cluster)
-                for c in chosen
-            ])
-            images = torch.from_numpy(to_tensor([augment(crops[i], size, recipe.augment, rng) for i in picks], spec))
-            targets = torch.from_numpy(labels[picks])
+            chosen, images, targets = pk_batch(crops, labels, members, per_batch, recipe.images_per_cluster, spec,
+                                               recipe.augment, rng)
             features = F.normalize(module(images), dim=1)
             loss = F.cross_entropy(features @ memory.T / recipe.temperature, targets)
             optimiser.zero_grad()

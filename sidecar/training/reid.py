@@ -96,6 +96,22 @@ def batch_hard_triplet(features: torch.Tensor, labels: torch.Tensor, margin: flo
     return F.relu(hardest_positive - hardest_negative + margin).mean()
 
 
+def pk_batch(
+    crops: Sequence[np.ndarray], labels: np.ndarray, members: Sequence[np.ndarray], identities: int, per_identity: int,
+    spec: InputSpec, recipe: AugmentRecipe, rng: np.random.Generator,
+) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+    """A P x K batch: `identities` identities drawn without replacement, `per_identity`
+    augmented crops of each (drawn with replacement when it has fewer).
+    Returns (the chosen identities, images NCHW, their labels)."""
+    chosen = rng.choice(len(members), identities, replace=False)
+    picks = np.concatenate([
+        rng.choice(members[i], per_identity, replace=len(members[i]) < per_identity) for i in chosen
+    ])
+    size = (spec.width, spec.height)
+    images = torch.from_numpy(to_tensor([augment(crops[i], size, recipe, rng) for i in picks], spec))
+    return chosen, images, torch.from_numpy(labels[picks])
+
+
 def train(
     crops: Sequence[np.ndarray], identities: Sequence[str], spec: InputSpec, starting_weights: dict[str, torch.Tensor],
     recipe: Recipe = Recipe(), progress: Callable[[int, float], None] | None = None,
@@ -125,17 +141,11 @@ def train(
         return 0.5 * (1 + math.cos(math.pi * (step - recipe.warmup) / max(1, recipe.iterations - recipe.warmup)))
 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, rate)
-    size = (spec.width, spec.height)
     per_batch = min(recipe.identities_per_batch, len(names))
     model.train()
     for step in range(recipe.iterations):
-        chosen = rng.choice(len(names), per_batch, replace=False)
-        picks = np.concatenate([
-            rng.choice(members[i], recipe.images_per_identity, replace=len(members[i]) < recipe.images_per_identity)
-            for i in chosen
-        ])
-        images = torch.from_numpy(to_tensor([augment(crops[i], size, recipe.augment, rng) for i in picks], spec))
-        targets = torch.from_numpy(labels[picks])
+        _, images, targets = pk_batch(crops, labels, members, per_batch, recipe.images_per_identity, spec,
+                                      recipe.augment, rng)
         feature, logits = model(images)
         loss = (F.cross_entropy(logits, targets, label_smoothing=recipe.label_smoothing)
                 + batch_hard_triplet(feature, targets, recipe.triplet_margin))
