@@ -13,16 +13,22 @@ from sidecar.stages.preprocess import to_tensor
 MAX_BATCH = 16
 
 
-def crop(image: np.ndarray, box: list[float] | np.ndarray | None) -> np.ndarray:
-    """The region of `box` ([x1, y1, x2, y2], clipped to the image), or the
-    whole image; at least one pixel each way."""
-    if box is None:
-        return image
+def crop_bounds(image: np.ndarray, box: list[float] | np.ndarray) -> tuple[int, int, int, int]:
+    """The pixel bounds (x1, y1, x2, y2) `crop` cuts for `box`: clipped to
+    the image, at least one pixel each way."""
     height, width = image.shape[:2]
     x1 = int(np.clip(np.floor(box[0]), 0, width - 1))
     y1 = int(np.clip(np.floor(box[1]), 0, height - 1))
     x2 = int(np.clip(np.ceil(box[2]), x1 + 1, width))
     y2 = int(np.clip(np.ceil(box[3]), y1 + 1, height))
+    return x1, y1, x2, y2
+
+
+def crop(image: np.ndarray, box: list[float] | np.ndarray | None) -> np.ndarray:
+    """The region of `box` ([x1, y1, x2, y2]; see `crop_bounds`), or the whole image."""
+    if box is None:
+        return image
+    x1, y1, x2, y2 = crop_bounds(image, box)
     return image[y1:y2, x1:x2]
 
 

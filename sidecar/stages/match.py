@@ -30,7 +30,9 @@ class MatchPolicy:
 @dataclass(frozen=True)
 class CarScore:
     car_id: str
-    score: float
+    score: float | None
+    """Best similarity among the car's references; None for a car that only
+    its racing number names (the fuse stage)."""
 
 
 @dataclass(frozen=True)
@@ -54,11 +56,12 @@ def car_scores(reference_ids: np.ndarray, similarities: np.ndarray, car_of: Call
 
 
 def decide(candidates: list[CarScore], policy: MatchPolicy) -> Verdict:
+    """Open-set decision on appearance candidates (best first)."""
     shown = candidates[: policy.top_k]
-    if not candidates or candidates[0].score < policy.threshold:
+    similarities = [-np.inf if c.score is None else c.score for c in candidates]
+    if not candidates or similarities[0] < policy.threshold:
         return Verdict("unknown", None, None, shown)
-    best = candidates[0]
-    runner_up = candidates[1].score if len(candidates) > 1 else -1.0
-    if best.score - runner_up < policy.margin:
-        return Verdict("ambiguous", None, best.score, shown)
-    return Verdict("match", best.car_id, best.score, shown)
+    runner_up = similarities[1] if len(candidates) > 1 else -1.0
+    if similarities[0] - runner_up < policy.margin:
+        return Verdict("ambiguous", None, candidates[0].score, shown)
+    return Verdict("match", candidates[0].car_id, candidates[0].score, shown)

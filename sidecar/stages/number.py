@@ -21,7 +21,7 @@ import numpy as np
 
 from sidecar.inference.manifest import TextDetectorSpec, TextReaderSpec
 from sidecar.inference.session import OrtSession
-from sidecar.stages.embed import crop
+from sidecar.stages.embed import crop, crop_bounds
 from sidecar.stages.preprocess import to_tensor
 
 RACING_NUMBER = re.compile(r"^[0-9]{1,3}[A-Z]?$")
@@ -124,3 +124,12 @@ class NumberReader:
             if RACING_NUMBER.match(number) and confidence >= self.min_confidence:
                 readings.append(NumberReading(number, [round(v, 1) for v in box], round(confidence, 4)))
         return sorted(readings, key=lambda r: -r.confidence)
+
+    def on_vehicle(self, image: np.ndarray, box: list[float]) -> list[NumberReading]:
+        """The racing numbers on the vehicle at `box`, boxed in `image` pixels."""
+        x1, y1, x2, y2 = crop_bounds(image, box)
+        return [
+            NumberReading(r.text, [round(r.box[0] + x1, 1), round(r.box[1] + y1, 1), round(r.box[2] + x1, 1),
+                                   round(r.box[3] + y1, 1)], r.confidence)
+            for r in self(image[y1:y2, x1:x2])
+        ]
