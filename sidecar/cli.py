@@ -72,15 +72,19 @@ def _parser() -> argparse.ArgumentParser:
     enroll.add_argument("--team")
     enroll.add_argument("--driver")
     enroll.add_argument("--from-folders", type=Path, help="a folder with one sub-folder of reference photos per car")
+    enroll.add_argument("--entry-list", type=Path,
+                        help="a CSV entry list (number, driver, team, class, car, colours): one car per row, no photos needed")
 
     tag = with_library("tag", "identify the cars in every photo of folders (results stored in the library)")
     tag.add_argument("paths", nargs="+", type=Path)
     tag.add_argument("--rescan", action="store_true", help="tag photos already tagged again")
     tag.add_argument("--threshold", type=float)
+    tag.add_argument("--no-numbers", action="store_true", help="do not read racing numbers (faster, appearance only)")
 
     with_library("cars", "list the enrolled cars")
     results = with_library("results", "list tagged detections")
     results.add_argument("--car", help="only this car's id")
+    results.add_argument("--number", help="only vehicles on which this racing number was read")
     results.add_argument("--decision", choices=["match", "ambiguous", "unknown"])
     results.add_argument("--review", choices=["pending", "confirmed", "rejected"])
 
@@ -217,6 +221,17 @@ def _library_command(args: argparse.Namespace, engine: Engine) -> int:
 
     identification = Identification(engine)
     quiet = quiet_context()
+    if args.command == "enroll" and args.entry_list:
+        from sidecar.entries import Entries
+        from sidecar.protocol.messages import EntriesImportParams
+
+        imported = Entries(engine).import_entries(EntriesImportParams(csv=str(args.entry_list)), quiet)
+        for car in imported.cars:
+            print(f"{car.id}  {car.label}: number {car.number or '-'}, {car.references} reference(s)")
+        print(f"{imported.created} car(s) created, {imported.updated} updated", file=sys.stderr)
+        for problem in imported.problems:
+            print(f"  row {problem.row + 1} after the header left out: {problem.message}", file=sys.stderr)
+        return 1 if imported.problems else 0
     if args.command == "enroll":
         if args.from_folders:
             jobs = [({"label": folder.name}, sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
@@ -225,7 +240,7 @@ def _library_command(args: argparse.Namespace, engine: Engine) -> int:
             given = {"label": args.car, "id": args.id, "number": args.number, "team": args.team, "driver": args.driver}
             jobs = [({k: v for k, v in given.items() if v is not None}, args.images)]
         else:
-            print("liveryid enroll: give --car LABEL (or --id) with photos, or --from-folders DIR", file=sys.stderr)
+            print("liveryid enroll: give --car LABEL (or --id) with photos, --from-folders DIR or --entry-list CSV", file=sys.stderr)
             return 2
         for fields, images in jobs:
             enrolled = identification.enroll(
@@ -236,10 +251,12 @@ def _library_command(args: argparse.Namespace, engine: Engine) -> int:
         return 0
     if args.command == "tag":
         options = {} if args.threshold is None else {"threshold": args.threshold}
-        params = TagParams(images=[str(p) for p in args.paths], rescan=args.rescan, progress=True, **options)
+        params = TagParams(images=[str(p) for p in args.paths], rescan=args.rescan, read_numbers=not args.no_numbers,
+                           progress=True, **options)
         result = identification.tag(params, RequestContext(0, CancelToken(), True, _progress_bar))
         print(f"{result.total} photo(s): {result.tagged} tagged, {result.skipped} already done, {len(result.failed)} failed; "
-              f"vehicles: {result.matched} matched, {result.ambiguous} ambiguous, {result.unknown} unknown")
+              f"vehicles: {result.matched} matched, {result.ambiguous} ambiguous, {result.unknown} unknown; "
+              f"a number read on {result.numbers}")
         for failure in result.failed:
             print(f"  {failure.path}: {failure.message}", file=sys.stderr)
         return 1 if result.failed else 0
@@ -248,12 +265,17 @@ def _library_command(args: argparse.Namespace, engine: Engine) -> int:
             print(f"{car.id}  {car.label}  number={car.number or '-'} team={car.team or '-'} references={car.references}")
         return 0
     if args.command == "results":
-        query = ResultsQueryParams(car_id=args.car, decision=args.decision, review=args.review, limit=10000)
+        query = ResultsQueryParams(car_id=args.car, number=args.number, decision=args.decision, review=args.review, limit=10000)
         found = identification.results_query(query, quiet)
         for d in found.detections:
             best = d.candidates[0] if d.candidates else None
-            name = f"{best.label} {best.score:.2f}" if best else "-"
-            print(f"{d.path}  #{d.detection_id} {d.decision:<9} {name}  box={[round(v) for v in d.box]}"
+            name = f"{best.label} {'number only' if best.score is None else f'{best.score:.2f}'}" if best else "-"
+            why = ""
+            if d.evidence is not None:
+                number = f" #{d.evidence.number.text}" if d.evidence.number else ""
+                why = f"  by {'+'.join(d.evidence.decided_by) or 'nothing'}{number}" + (
+                    f" ({d.evidence.conflict})" if d.evidence.conflict else "")
+            print(f"{d.path}  detection {d.detection_id} {d.decision:<9} {name}{why}  box={[round(v) for v in d.box]}"
                   + (f"  [{d.review}]" if d.review else ""))
         print(f"{found.total} detection(s)", file=sys.stderr)
         return 0

@@ -147,10 +147,14 @@ class Engine:
             self._library.close()
             self._library = None
 
-    def models_key(self) -> str:
+    def models_key(self, read_numbers: bool) -> str:
         """Names and hashes of the models a tagging result depends on."""
         detector, embedder = self.detector(), self.embedder()
-        return f"{detector.spec.name}@{detector.spec.sha256[:12]}+{embedder.key}@{embedder.spec.sha256[:12]}"
+        models = [(detector.spec.name, detector.spec), (embedder.key, embedder.spec)]
+        if read_numbers:
+            reader = self.number_reader()
+            models += [(reader.detector.spec.name, reader.detector.spec), (reader.reader.spec.name, reader.reader.spec)]
+        return "+".join(f"{name}@{spec.sha256[:12]}" for name, spec in models)
 
     def vehicle_classes(self, names: list[str] | None) -> list[int]:
         detector = self.detector()

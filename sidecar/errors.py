@@ -73,6 +73,12 @@ class TrainingUnavailable(RpcError):
     code = -32008
 
 
+class LibraryTooNew(RpcError):
+    """The library was written by a newer liveryid (a later database schema): opening it could lose data."""
+
+    code = -32009
+
+
 class RequestCancelled(RpcError):
     code = -32800
 
@@ -80,5 +86,5 @@ class RequestCancelled(RpcError):
 ERROR_CLASSES: tuple[type[RpcError], ...] = (
     ParseError, InvalidRequest, MethodNotFound, InvalidParams, InternalError,
     ImageUnreadable, ImageTooLarge, MmapOutOfRange, ModelMissing, LibraryInUse, LibraryNotOpen, NotFound,
-    TrainingUnavailable, RequestCancelled,
+    TrainingUnavailable, LibraryTooNew, RequestCancelled,
 )

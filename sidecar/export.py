@@ -21,7 +21,8 @@ from sidecar.protocol.messages import ExportParams, ExportResult
 
 CSV_COLUMNS = [
     "photo", "detection_id", "x1", "y1", "x2", "y2", "detector_score", "decision", "car_id", "car", "number", "team",
-    "driver", "score", "review", "sensor_x1", "sensor_y1", "sensor_x2", "sensor_y2",
+    "driver", "score", "review", "sensor_x1", "sensor_y1", "sensor_x2", "sensor_y2", "number_read", "decided_by",
+    "conflict",
 ]
 PAGE = 5000
 
@@ -41,7 +42,9 @@ def identified_car(row: DetectionRow) -> str | None:
     return row.car_id if (row.review == "confirmed" or row.decision == "match") else None
 
 
-def xmp_document(cars: list[CarRow]) -> str:
+def xmp_document(cars: list[CarRow], numbers: list[str]) -> str:
+    """Keywords for the identified cars and for the racing numbers read in a
+    photo (a number is worth a keyword even on a car nobody enrolled)."""
     keywords: list[str] = []
     hierarchy: list[str] = []
     for car in cars:
@@ -49,6 +52,9 @@ def xmp_document(cars: list[CarRow]) -> str:
         hierarchy.append(f"Cars|{car.label}")
         hierarchy += [f"Teams|{car.team}"] if car.team else []
         hierarchy += [f"Drivers|{car.driver}"] if car.driver else []
+    for number in numbers:
+        keywords.append(f"#{number}")
+        hierarchy.append(f"Numbers|{number}")
 
     def bag(items: list[str]) -> str:
         unique = list(dict.fromkeys(items))
@@ -75,7 +81,7 @@ class Exporter:
         store = self.engine.library().store
         rows: list[DetectionRow] = []
         while True:
-            page, total = store.query_detections(None, None, None, None, PAGE, len(rows))
+            page, total = store.query_detections(None, None, None, None, None, PAGE, len(rows))
             rows += page
             if not page or len(rows) >= total:
                 return rows
@@ -99,7 +105,8 @@ class Exporter:
                     row.path, row.id, *row.box, row.detector_score, row.decision, row.car_id or "",
                     car.label if car else "", (car.number or "") if car else "", (car.team or "") if car else "",
                     (car.driver or "") if car else "", "" if row.score is None else row.score, row.review or "",
-                    *in_sensor,
+                    *in_sensor, row.number or "", "+".join((row.evidence or {}).get("decided_by", [])),
+                    (row.evidence or {}).get("conflict") or "",
                 ])
             write_atomic(output, buffer.getvalue())
         else:
@@ -111,7 +118,7 @@ class Exporter:
                     "decision": row.decision, "car_id": row.car_id, "car": car.label if car else None,
                     "number": car.number if car else None, "team": car.team if car else None,
                     "driver": car.driver if car else None, "score": row.score, "review": row.review,
-                    "sensor_box": sensor_box(row),
+                    "sensor_box": sensor_box(row), "number_read": row.number, "evidence": row.evidence,
                 })
             document = {"photos": [{"path": path, "detections": dets} for path, dets in sorted(photos.items())]}
             write_atomic(output, json.dumps(document, indent=2) + "\n")
@@ -119,21 +126,22 @@ class Exporter:
 
     def _xmp(self, rows: list[DetectionRow], cars: dict[str, CarRow], overwrite: bool) -> ExportResult:
         # RAW+JPEG pairs share one sidecar (IMG_1.NEF and IMG_1.JPG -> IMG_1.xmp), as Lightroom does.
-        by_sidecar: dict[Path, list[CarRow]] = defaultdict(list)
+        by_sidecar: dict[Path, tuple[list[CarRow], list[str]]] = defaultdict(lambda: ([], []))
         for row in rows:
             car_id = identified_car(row)
-            sidecar = Path(row.path).with_suffix(".xmp")
-            by_sidecar.setdefault(sidecar, [])
-            if car_id in cars and cars[car_id] not in by_sidecar[sidecar]:
-                by_sidecar[sidecar].append(cars[car_id])
+            photo_cars, numbers = by_sidecar[Path(row.path).with_suffix(".xmp")]
+            if car_id in cars and cars[car_id] not in photo_cars:
+                photo_cars.append(cars[car_id])
+            if row.number and row.review != "rejected" and row.number not in numbers:
+                numbers.append(row.number)
         written, skipped = [], []
-        for sidecar, photo_cars in sorted(by_sidecar.items()):
-            if not photo_cars:
+        for sidecar, (photo_cars, numbers) in sorted(by_sidecar.items()):
+            if not photo_cars and not numbers:
                 continue
             if sidecar.exists() and not overwrite:
                 skipped.append(str(sidecar))
                 continue
-            write_atomic(sidecar, xmp_document(photo_cars))
+            write_atomic(sidecar, xmp_document(photo_cars, numbers))
             written.append(str(sidecar))
         return ExportResult(format="xmp", files=written, skipped=skipped, rows=len(rows))
 

@@ -1,6 +1,6 @@
 """The library methods: enroll cars, identify the vehicles of a photo, tag a
 whole event, and review the results. Composes the stages (decode, detect,
-embed, match) with the library (store, index)."""
+embed, match, read number, fuse) with the library (store, index)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ import numpy as np
 
 from sidecar.engine import Engine
 from sidecar.errors import InvalidParams, NotFound, RpcError
-from sidecar.library.store import CarRow, DetectionRow, ReferenceRow
+from sidecar.library.store import CarRow, DetectionRow, NewDetection, ReferenceRow
 from sidecar.protocol.endpoint import RequestContext
 from sidecar.protocol.messages import (
-    Candidate, Car, CarChanges, CarDetail, CarIdParams, CarsListResult, CarsMergeParams, CarUpdateParams, EnrollParams,
+    AppearanceEvidence, Candidate, Evidence, NumberEvidence, Car, CarChanges, CarDetail, CarIdParams, CarsListResult, CarsMergeParams, CarUpdateParams, EnrollParams,
     EnrollResult, EnrollWarning, IdentifiedVehicle, IdentifyParams, IdentifyResult, ImageRef, MatchOptions,
     Reference, ReferenceIdParams, Removed, ResultDetection, ResultsQueryParams, ResultsQueryResult, ReviewParams,
     ReviewResult, TagFailure, TagParams, TagResult,
@@ -29,7 +29,8 @@ from sidecar.stages.decode import (
 )
 from sidecar.stages.detect import Detections
 from sidecar.stages.embed import crop
-from sidecar.stages.match import MatchPolicy, Verdict, car_scores, decide
+from sidecar.stages.fuse import Fused, fuse, normalise_number, numbers_index
+from sidecar.stages.match import MatchPolicy, car_scores, decide
 from sidecar.stages.raw import RAW_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -63,35 +64,37 @@ class Identification:
         context.progress(len(params.images), len(params.images), "store")
         car_id = params.car.id if params.car.id is not msgspec.UNSET else None
         car, references = library.enroll(car_id, _given(params.car), entries)
-        return EnrollResult(car=_car(car), references=[_reference(r) for r in references], warnings=warnings)
+        return EnrollResult(car=car_message(car), references=[_reference(r) for r in references], warnings=warnings)
 
     def cars_update(self, params: CarUpdateParams, context: RequestContext) -> Car:
-        return _car(self.engine.library().update_car(params.id, _given(params)))
+        return car_message(self.engine.library().update_car(params.id, _given(params)))
 
     def cars_remove(self, params: CarIdParams, context: RequestContext) -> Removed:
         self.engine.library().remove_car(params.id)
         return Removed(removed=params.id)
 
     def cars_merge(self, params: CarsMergeParams, context: RequestContext) -> Car:
-        return _car(self.engine.library().merge(params.into, params.sources))
+        return car_message(self.engine.library().merge(params.into, params.sources))
 
     def references_remove(self, params: ReferenceIdParams, context: RequestContext) -> Removed:
         return Removed(removed=self.engine.library().remove_reference(params.id))
 
     def cars_list(self, params: None, context: RequestContext) -> CarsListResult:
-        return CarsListResult(cars=[_car(c) for c in self.engine.library().store.cars()])
+        return CarsListResult(cars=[car_message(c) for c in self.engine.library().store.cars()])
 
     def cars_get(self, params: CarIdParams, context: RequestContext) -> CarDetail:
         library = self.engine.library()
         car = library.require_car(params.id)
-        return CarDetail(car=_car(car), references=[_reference(r) for r in library.store.references(car.id)])
+        return CarDetail(car=car_message(car), references=[_reference(r) for r in library.store.references(car.id)])
 
     # --- identification --------------------------------------------------------
 
     def _policy(self, options: MatchOptions) -> MatchPolicy:
         return match_policy(self.engine, options.threshold, options.margin, options.top_k)
 
-    def _identify_image(self, image: np.ndarray, options: MatchOptions) -> tuple[Detections, np.ndarray, list[Verdict]]:
+    def _identify_image(self, image: np.ndarray, options: MatchOptions, numbers: dict[str, str | None]) -> tuple[Detections, np.ndarray, list[Fused]]:
+        """Detect, embed, match and (when asked) read and fuse the numbers;
+        `numbers`: car id -> racing number, of every enrolled car."""
         library = self.engine.library()
         found = self.engine.detector()(image, options.min_score, self.engine.vehicle_classes(None))
         vectors = self.engine.embedder()([crop(image, box) for box in found.boxes])
@@ -99,7 +102,16 @@ class Identification:
         reference_ids, similarities = library.index.search(vectors, count=max(50, 10 * options.top_k))
         policy = self._policy(options)
         verdicts = [decide(car_scores(ids, sims, library.car_of), policy) for ids, sims in zip(reference_ids, similarities)]
-        return found, vectors, verdicts
+        reader = self.engine.number_reader() if options.read_numbers else None
+        cars_by_number = numbers_index(numbers)
+        fused = [
+            fuse(verdict, reader.on_vehicle(image, found.reported(i)[0]) if reader else [], numbers, cars_by_number, policy)
+            for i, verdict in enumerate(verdicts)
+        ]
+        return found, vectors, fused
+
+    def _numbers(self) -> dict[str, str | None]:
+        return {car.id: car.number for car in self.engine.library().store.cars()}
 
     def identify(self, params: IdentifyParams, context: RequestContext) -> IdentifyResult:
         self.engine.library()  # fail before decoding when no library is open
@@ -107,24 +119,26 @@ class Identification:
         decoded = decode_image(params.image, self.engine.limits)
         image = decoded.pixels
         context.progress(1, 2, "identify")
-        found, _, verdicts = self._identify_image(image, params)
+        found, _, fused = self._identify_image(image, params, self._numbers())
         labels = self._labels()
         return IdentifyResult(
-            vehicles=[self._vehicle(found, i, verdict, labels) for i, verdict in enumerate(verdicts)],
+            vehicles=[self._vehicle(found, i, decided, labels) for i, decided in enumerate(fused)],
             width=image.shape[1], height=image.shape[0], sensor_scale=decoded.sensor_scale,
         )
 
     def _labels(self) -> dict[str, str]:
         return {car.id: car.label for car in self.engine.library().store.cars()}
 
-    def _vehicle(self, found: Detections, i: int, verdict: Verdict, labels: dict[str, str]) -> IdentifiedVehicle:
+    def _vehicle(self, found: Detections, i: int, decided: Fused, labels: dict[str, str]) -> IdentifiedVehicle:
         box, score = found.reported(i)
+        verdict = decided.verdict
         return IdentifiedVehicle(
             box=box,
             detector_score=score,
             label=self.engine.detector().labels[int(found.class_ids[i])],
             decision=verdict.decision, car_id=verdict.car_id, score=verdict.score,
             candidates=[Candidate(car_id=c.car_id, label=labels.get(c.car_id, ""), score=c.score) for c in verdict.candidates],
+            evidence=evidence(decided),
         )
 
     # --- tagging an event --------------------------------------------------------
@@ -132,9 +146,10 @@ class Identification:
     def tag(self, params: TagParams, context: RequestContext) -> TagResult:
         library = self.engine.library()
         photos = sorted(set(expand_photos(params.images, params.recursive)))
-        models = self.engine.models_key()
+        models = self.engine.models_key(params.read_numbers)
+        numbers = self._numbers()
         counts = {"match": 0, "ambiguous": 0, "unknown": 0}
-        tagged = skipped = 0
+        tagged = skipped = numbers_read = 0
         failed: list[TagFailure] = []
         started = time.monotonic()
         for done, path in enumerate(photos):
@@ -148,36 +163,37 @@ class Identification:
                     continue
                 decoded = decode_photo(data, str(path), self.engine.limits)
                 image = decoded.pixels
-                found, vectors, verdicts = self._identify_image(image, params)
+                found, vectors, fused = self._identify_image(image, params, numbers)
             except RpcError as exc:
                 failed.append(TagFailure(path=str(path), code=exc.code, message=exc.message))
                 continue
             detections = []
-            for i, verdict in enumerate(verdicts):
+            for i, decided in enumerate(fused):
+                verdict = decided.verdict
                 counts[verdict.decision] += 1
+                numbers_read += decided.number is not None
                 box, score = found.reported(i)
-                detections.append({
-                    "box": box,
-                    "detector_score": score,
-                    "label": self.engine.detector().labels[int(found.class_ids[i])],
-                    "decision": verdict.decision, "car_id": verdict.car_id, "score": verdict.score,
-                    "candidates": [{"car_id": c.car_id, "score": c.score} for c in verdict.candidates],
-                    "embedding": vectors[i],
-                })
+                detections.append(NewDetection(
+                    box=box, detector_score=score, label=self.engine.detector().labels[int(found.class_ids[i])],
+                    decision=verdict.decision, car_id=verdict.car_id, score=verdict.score,
+                    candidates=[{"car_id": c.car_id, "score": c.score} for c in verdict.candidates],
+                    embedding=vectors[i], number=decided.number.text if decided.number else None,
+                    evidence=msgspec.to_builtins(evidence(decided)),
+                ))
             library.store.save_photo(
                 str(path), content_hash, models, image.shape[1], image.shape[0], decoded.sensor_scale, detections)
             tagged += 1
         context.progress(len(photos), len(photos), "done", len(photos) / max(time.monotonic() - started, 1e-6))
         return TagResult(
             total=len(photos), tagged=tagged, skipped=skipped, failed=failed,
-            matched=counts["match"], ambiguous=counts["ambiguous"], unknown=counts["unknown"],
+            matched=counts["match"], ambiguous=counts["ambiguous"], unknown=counts["unknown"], numbers=numbers_read,
         )
 
     # --- results and review --------------------------------------------------------
 
     def results_query(self, params: ResultsQueryParams, context: RequestContext) -> ResultsQueryResult:
         rows, total = self.engine.library().store.query_detections(
-            params.car_id, params.decision, params.min_score, params.review, params.limit, params.offset)
+            params.car_id, None if params.number is None else normalise_number(params.number), params.decision, params.min_score, params.review, params.limit, params.offset)
         labels = self._labels()
         return ResultsQueryResult(detections=[_result(r, labels) for r in rows], total=total)
 
@@ -270,12 +286,24 @@ def expand_photos(paths: list[str], recursive: bool) -> Iterator[Path]:
         yield from (p for p in photos if p.suffix.lower() not in RAW_SUFFIXES or p.with_suffix("") not in developed)
 
 
+def evidence(decided: Fused) -> Evidence:
+    appearance = decided.appearance
+    reading = decided.number
+    return Evidence(
+        decided_by=list(decided.decided_by),
+        appearance=AppearanceEvidence(decision=appearance.decision, car_id=appearance.car_id, score=appearance.score),
+        number=None if reading is None else NumberEvidence(
+            text=reading.text, confidence=reading.confidence, box=reading.box, car_ids=decided.number_cars),
+        conflict=decided.conflict,
+    )
+
+
 def _given(changes: CarChanges) -> dict[str, Any]:
     """The car fields a request sets (UNSET ones stay as they are)."""
     return {f: getattr(changes, f) for f in CarChanges.__struct_fields__ if getattr(changes, f) is not msgspec.UNSET}
 
 
-def _car(row: CarRow) -> Car:
+def car_message(row: CarRow) -> Car:
     return Car(id=row.id, label=row.label, number=row.number, team=row.team, driver=row.driver, meta=row.meta,
                references=row.references)
 
@@ -292,6 +320,7 @@ def _result(row: DetectionRow, labels: dict[str, str]) -> ResultDetection:
         candidates=[Candidate(car_id=c["car_id"], label=labels.get(c["car_id"], ""), score=c["score"]) for c in row.candidates],
         review=row.review,  # type: ignore[arg-type]
         sensor_scale=row.sensor_scale,
+        evidence=None if row.evidence is None else msgspec.convert(row.evidence, Evidence),
     )
 
 

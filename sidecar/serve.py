@@ -11,6 +11,7 @@ from typing import BinaryIO
 from sidecar.adaptation import Adaptation
 from sidecar.config import Settings
 from sidecar.engine import Engine
+from sidecar.entries import Entries
 from sidecar.export import Exporter
 from sidecar.identification import Identification
 from sidecar.protocol.endpoint import Endpoint
@@ -36,7 +37,7 @@ def serve(settings: Settings, wire: WireName, stdin: BinaryIO, stdout: BinaryIO)
     engine = Engine(settings)
     handlers = {
         **engine.handlers(), **Identification(engine).handlers(), **Exporter(engine).handlers(),
-        **Adaptation(engine).handlers(),
+        **Entries(engine).handlers(), **Adaptation(engine).handlers(),
     }
     endpoint = Endpoint(handlers, codec, FrameWriter(stdout, wire), settings.workers)
     log.info("serving JSON-RPC on stdio, %s wire, models in %s", wire, settings.models_dir)

@@ -105,6 +105,69 @@ def test_enroll_identify_tag_review_and_export(tmp_path: Path, dev_data: Path) -
         process.kill()
 
 
+def test_numbers_name_cars_of_an_entry_list_and_contradictions_are_flagged(tmp_path: Path, dev_data: Path) -> None:
+    """EPFL car 04 carries #3 (bench/labels/epfl_numbers.csv); frame 20 shows it legibly."""
+    frames = {(f.car, f.frame): f for f in epfl_frames() if f.car == 4}
+    shown, truth = frames[(4, 20)], np.asarray(frames[(4, 20)].box)
+    event = tmp_path / "event"
+    event.mkdir()
+    shutil.copy(shown.path, event / "rally.jpg")
+    entry_list = tmp_path / "entries.csv"
+    entry_list.write_text("No.;Driver(s);Team;Class;Colours\n3;F. Duval / D. Elena;Ford;WRC;blue/white\n7;A. Driver;X;GT3;\n")
+
+    def over_the_car(result: dict) -> dict:
+        return max(result["vehicles"], key=lambda v: _iou(np.asarray(v["box"]), truth))
+
+    process = SidecarProcess("json")
+    try:
+        open_library(process, tmp_path / "lib")
+        bad = process.request("entries.import", {"csv": str(tmp_path / "missing.csv")}, id="bad")["error"]
+        assert bad["code"] == -32602 and bad["data"]["field"] == "params.csv"
+        imported = process.request("entries.import", {"csv": str(entry_list)}, id="entries")["result"]
+        assert (imported["created"], imported["updated"], imported["problems"]) == (2, 0, [])
+        rally = imported["cars"][0]
+        assert (rally["label"], rally["number"], rally["references"]) == ("#3 F. Duval / D. Elena", "3", 0)
+        assert rally["meta"] == {"class": "WRC", "colours": ["blue", "white"]}
+
+        # No reference at all: the number names the car.
+        vehicle = over_the_car(process.request("identify", {"image": {"path": str(shown.path)}}, id="by-number")["result"])
+        assert (vehicle["decision"], vehicle["car_id"], vehicle["score"]) == ("match", rally["id"], None)
+        evidence = vehicle["evidence"]
+        assert evidence["decided_by"] == ["number"] and evidence["appearance"]["decision"] == "unknown"
+        assert evidence["number"]["text"] == "3" and evidence["number"]["car_ids"] == [rally["id"]]
+        reading = np.asarray(evidence["number"]["box"])  # in photo pixels, on the car
+        assert truth[0] <= reading[0] < reading[2] <= truth[2] and truth[1] <= reading[1] < reading[3] <= truth[3]
+
+        # Appearance says a car numbered 5 (enrolled from this car's neighbouring frames): a contradiction.
+        refs = [frames[(4, 19)], frames[(4, 21)]]
+        look_alike = process.request("enroll", {
+            "car": {"label": "#5 look-alike", "number": "5"}, "images": [{"path": str(f.path)} for f in refs],
+            "boxes": [list(f.box) for f in refs]}, id="enroll")["result"]["car"]
+        appearance_only = process.request("identify", {"image": {"path": str(shown.path)}, "read_numbers": False}, id="a")
+        vehicle = over_the_car(appearance_only["result"])
+        assert (vehicle["decision"], vehicle["car_id"], vehicle["evidence"]["decided_by"]) == ("match", look_alike["id"], ["appearance"])
+        vehicle = over_the_car(process.request("identify", {"image": {"path": str(shown.path)}}, id="conflict")["result"])
+        assert (vehicle["decision"], vehicle["car_id"]) == ("ambiguous", None)
+        assert [c["car_id"] for c in vehicle["candidates"][:2]] == [look_alike["id"], rally["id"]]
+        assert "3" in vehicle["evidence"]["conflict"] and "5" in vehicle["evidence"]["conflict"]
+
+        # Correct the list (the look-alike is #3's spare car: no number): the number decides again.
+        process.request("cars.remove", {"id": look_alike["id"]}, id="remove")
+        tagged = process.request("tag", {"images": [str(event)]}, id="tag")["result"]
+        assert tagged["numbers"] >= 1 and tagged["matched"] >= 1
+        found = process.request("results.query", {"number": "#3"}, id="query")["result"]
+        assert found["total"] >= 1 and found["detections"][0]["car_id"] == rally["id"]
+        assert found["detections"][0]["evidence"]["number"]["text"] == "3"
+        csv_out = Path(process.request("export", {"format": "csv"}, id="csv")["result"]["files"][0])
+        header, *rows = csv_out.read_text().splitlines()
+        assert header.endswith("number_read,decided_by,conflict") and any(r.endswith(",3,number,") for r in rows)
+        process.request("export", {"format": "xmp"}, id="xmp")
+        xmp = (event / "rally.xmp").read_text()
+        assert "<rdf:li>#3</rdf:li>" in xmp and "<rdf:li>Numbers|3</rdf:li>" in xmp and "Cars|#3 F. Duval" in xmp
+    finally:
+        process.kill()
+
+
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     x1, y1, x2, y2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
     inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)

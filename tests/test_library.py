@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -9,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sidecar.errors import InvalidParams, LibraryInUse, NotFound
+from sidecar.errors import InvalidParams, LibraryInUse, LibraryTooNew, NotFound
 from sidecar.library.library import Library
+from sidecar.library.store import SCHEMA, SCHEMA_VERSION, NewDetection
 from sidecar.stages.match import CarScore, MatchPolicy, car_scores, decide
 
 DIM = 8
@@ -146,17 +148,56 @@ def test_raw_photos_keep_their_sensor_scale_for_the_exports(tmp_path: Path) -> N
 
     library = Library(tmp_path, "m", DIM)
     try:
-        detection = {"box": [10.0, 20.0, 110.0, 70.0], "detector_score": 0.8, "label": "car", "decision": "unknown",
-                     "car_id": None, "score": None, "candidates": [], "embedding": unit(1)}
+        detection = NewDetection(box=[10.0, 20.0, 110.0, 70.0], detector_score=0.8, label="car", decision="unknown",
+                                 car_id=None, score=None, candidates=[], embedding=unit(1))
         library.store.save_photo("/e/IMG_1.NEF", "hash-raw", "models", 640, 480, 6.25, [detection])
         library.store.save_photo("/e/IMG_2.JPG", "hash-jpg", "models", 640, 480, None, [detection])
-        rows, total = library.store.query_detections(None, None, None, None, 10, 0)
+        rows, total = library.store.query_detections(None, None, None, None, None, 10, 0)
         assert total == 2
         by_path = {r.path: r for r in rows}
         assert sensor_box(by_path["/e/IMG_1.NEF"]) == [62.5, 125.0, 687.5, 437.5]
         assert sensor_box(by_path["/e/IMG_2.JPG"]) is None
     finally:
         library.close()
+
+
+# The detections table as schema version 1 made it (before numbers were read).
+SCHEMA_1_DETECTIONS = """CREATE TABLE detections (
+    id INTEGER PRIMARY KEY, photo_id INTEGER NOT NULL REFERENCES photos(id) ON DELETE CASCADE, box TEXT NOT NULL,
+    detector_score REAL NOT NULL, label TEXT NOT NULL, decision TEXT NOT NULL,
+    car_id TEXT REFERENCES cars(id) ON DELETE SET NULL, score REAL, candidates TEXT NOT NULL, review TEXT,
+    embedding BLOB NOT NULL)"""
+
+
+def test_a_library_from_schema_1_is_migrated_and_keeps_its_results(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "library.sqlite")
+    db.executescript(SCHEMA_1_DETECTIONS + ";" + SCHEMA)  # SCHEMA leaves the existing detections table as it is
+    db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    db.execute("INSERT INTO photos VALUES (1, '/e/a.jpg', 'h', 'models', 640, 480, NULL, 0)")
+    db.execute("INSERT INTO detections VALUES (1, 1, '[1, 2, 3, 4]', 0.9, 'car', 'unknown', NULL, NULL, '[]', NULL, ?)",
+               (unit(1).tobytes(),))
+    db.commit()
+    db.close()
+    library = Library(tmp_path, "m", DIM)
+    try:
+        (old,), _ = library.store.query_detections(None, None, None, None, None, 10, 0)
+        assert (old.box, old.number, old.evidence) == ([1, 2, 3, 4], None, None)
+        library.store.save_photo("/e/b.jpg", "h2", "models", 640, 480, None, [NewDetection(
+            box=[0, 0, 9, 9], detector_score=0.5, label="car", decision="match", car_id=None, score=None, candidates=[],
+            embedding=unit(2), number="7", evidence={"decided_by": ["number"]})])
+        (new,), total = library.store.query_detections(None, "7", None, None, None, 10, 0)
+        assert total == 1 and new.evidence == {"decided_by": ["number"]}
+    finally:
+        library.close()
+    library = Library(tmp_path, "m", DIM)  # migrating again is a no-op
+    library.close()
+    db = sqlite3.connect(tmp_path / "library.sqlite")
+    db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),))
+    db.commit()
+    db.close()
+    for _ in range(2):  # the refused open lets go of the lock: the second is refused for the same reason
+        with pytest.raises(LibraryTooNew):
+            Library(tmp_path, "m", DIM)
 
 
 def test_concurrent_writes_leave_the_index_in_step_with_the_database(tmp_path: Path) -> None:

@@ -19,6 +19,8 @@ import {
   type EmbedResult,
   type EnrollParams,
   type EnrollResult,
+  type EntriesImportResult,
+  type Entry,
   type ExportParams,
   type ExportResult,
   type IdentifiedVehicle,
@@ -166,6 +168,15 @@ export class Engine {
     const { signal, onProgress, ...params } = options;
     const request = { ...params, images: paths as TagParams['images'], progress: onProgress !== undefined };
     return this.request('tag', request, { signal, onProgress });
+  }
+
+  /**
+   * Create or update cars from an entry list: a CSV file's path, or rows
+   * (number, driver, team, class, car, colours). A car with a number needs no
+   * reference photo: identify names it when it reads the number.
+   */
+  importEntries(entries: { csv: string } | { rows: Entry[] }): Promise<EntriesImportResult> {
+    return this.request('entries.import', entries);
   }
 
   async cars(): Promise<Car[]> {

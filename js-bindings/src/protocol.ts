@@ -84,13 +84,25 @@ export interface AdaptRevertResult {
    */
   model: string;
 }
+/**
+ * What appearance alone decided.
+ *
+ */
+export interface AppearanceEvidence {
+  decision: 'ambiguous' | 'match' | 'unknown';
+  car_id: string | null;
+  score: number | null;
+}
 export interface CancelParams {
   id: number | string;
 }
 export interface Candidate {
   car_id: string;
   label: string;
-  score: number;
+  /**
+   * Appearance similarity; null for a car that only the racing number read names.
+   */
+  score: number | null;
 }
 export interface Capabilities {
   methods: string[];
@@ -276,6 +288,114 @@ export interface EnrollWarning {
   message: string;
   boxes?: [number, number, number, number][];
 }
+/**
+ * Exactly one of `csv` or `rows`.
+ *
+ */
+export interface EntriesImportParams {
+  /**
+   * Send `$/progress` notifications for this request.
+   */
+  progress?: boolean;
+  /**
+   * Path of a CSV entry list with a header row: number, driver(s), team, class, car, colours, label (usual synonyms and `,` `;` or tab separators are understood).
+   */
+  csv?: string | null;
+  rows?: Entry[] | null;
+}
+/**
+ * One row of an entry list. Other columns of a CSV land in `meta`.
+ *
+ */
+export interface Entry {
+  /**
+   * Racing number; an existing car with it (and the same class) is updated.
+   */
+  number?: string | null;
+  /**
+   * Default: `#<number> <driver or team>`.
+   */
+  label?: string | null;
+  /**
+   * Driver(s), as the list writes them (e.g. `A. Driver / B. Driver`).
+   */
+  driver?: string | null;
+  team?: string | null;
+  /**
+   * The class the car races in (meta.class).
+   */
+  class?: string | null;
+  /**
+   * Car model (meta.car).
+   */
+  car?: string | null;
+  /**
+   * Livery colours (meta.colours).
+   */
+  colours?: string[] | null;
+  meta?: {
+    [k: string]: unknown | undefined;
+  };
+}
+export interface EntriesImportResult {
+  created: number;
+  updated: number;
+  /**
+   * The cars of the imported rows, in their order.
+   */
+  cars: Car[];
+  /**
+   * Rows left out, and why; the others are imported.
+   */
+  problems: EntryProblem[];
+}
+export interface EntryProblem {
+  /**
+   * Index of the row (0 = the first after a CSV's header).
+   */
+  row: number;
+  message: string;
+}
+/**
+ * Why a vehicle got its decision.
+ *
+ */
+export interface Evidence {
+  /**
+   * The signals that made the decision (empty for unknown, or ambiguous on a conflict).
+   */
+  decided_by: ('appearance' | 'number')[];
+  appearance: AppearanceEvidence;
+  /**
+   * The number read on the vehicle: the surest naming an enrolled car, else the surest.
+   */
+  number?: NumberEvidence | null;
+  /**
+   * Why the signals disagree (the decision is then ambiguous).
+   */
+  conflict?: string | null;
+}
+export interface NumberEvidence {
+  /**
+   * The racing number read, e.g. `7` or `24B`.
+   */
+  text: string;
+  /**
+   * Probability of its least sure character.
+   */
+  confidence: number;
+  /**
+   * [x1, y1, x2, y2] in original-image pixels
+   *
+   * @minItems 4
+   * @maxItems 4
+   */
+  box: [number, number, number, number];
+  /**
+   * Enrolled cars carrying this number.
+   */
+  car_ids: string[];
+}
 export interface ExportParams {
   format: 'csv' | 'json' | 'xmp';
   /**
@@ -306,10 +426,11 @@ export interface IdentifiedVehicle {
   decision: 'ambiguous' | 'match' | 'unknown';
   car_id: string | null;
   /**
-   * Similarity of the best car (match or ambiguous).
+   * Appearance similarity of the decided car (match) or the best one (ambiguous); null when the number alone named the car.
    */
   score: number | null;
   candidates: Candidate[];
+  evidence: Evidence;
 }
 export interface IdentifyParams {
   /**
@@ -320,6 +441,10 @@ export interface IdentifyParams {
    * Candidates reported per vehicle.
    */
   top_k?: number;
+  /**
+   * Read the racing number on each vehicle and fuse it with appearance (about 40 ms a vehicle).
+   */
+  read_numbers?: boolean;
   /**
    * Lowest similarity for a match; default: the calibrated one.
    */
@@ -441,9 +566,17 @@ export interface ResultDetection {
    * For a camera RAW (its embedded JPEG preview is what is analysed): sensor pixels per image pixel, so sensor coordinates are box x scale. Null for other images.
    */
   sensor_scale?: number | null;
+  /**
+   * Null for photos tagged before numbers were fused.
+   */
+  evidence?: Evidence | null;
 }
 export interface ResultsQueryParams {
   car_id?: string | null;
+  /**
+   * Only vehicles on which this racing number was read.
+   */
+  number?: string | null;
   decision?: ('ambiguous' | 'match' | 'unknown') | null;
   min_score?: number | null;
   review?: ('confirmed' | 'pending' | 'rejected') | null;
@@ -479,6 +612,10 @@ export interface TagParams {
    */
   top_k?: number;
   /**
+   * Read the racing number on each vehicle and fuse it with appearance (about 40 ms a vehicle).
+   */
+  read_numbers?: boolean;
+  /**
    * Lowest similarity for a match; default: the calibrated one.
    */
   threshold?: number | null;
@@ -513,6 +650,10 @@ export interface TagResult {
   matched: number;
   ambiguous: number;
   unknown: number;
+  /**
+   * Vehicles whose racing number was read.
+   */
+  numbers: number;
 }
 
 /** Every request method: its params and result types. */
@@ -524,6 +665,7 @@ export interface Methods {
   'detect': { params: DetectParams; result: DetectResult };
   'embed': { params: EmbedParams; result: EmbedResult };
   'enroll': { params: EnrollParams; result: EnrollResult };
+  'entries.import': { params: EntriesImportParams; result: EntriesImportResult };
   'cars.update': { params: CarUpdateParams; result: Car };
   'cars.remove': { params: CarIdParams; result: Removed };
   'cars.merge': { params: CarsMergeParams; result: Car };
@@ -560,5 +702,6 @@ export const ErrorCode = {
   LibraryNotOpen: -32006,
   NotFound: -32007,
   TrainingUnavailable: -32008,
+  LibraryTooNew: -32009,
   RequestCancelled: -32800,
 } as const;

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -53,6 +53,14 @@ describe('library from Node', () => {
       await assert.rejects(engine.reject(12345), { code: ErrorCode.NotFound });
       await engine.removeCar('car-7');
       assert.deepEqual(await engine.cars(), []);
+
+      const entryList = join(library, 'entries.csv');
+      writeFileSync(entryList, 'No.;Driver;Team\n7;A. Driver;Team X\n7;B;Y\n');
+      const imported = await engine.importEntries({ csv: entryList });
+      assert.deepEqual([imported.created, imported.cars[0]?.label, imported.problems[0]?.row], [1, '#7 A. Driver', 1]);
+      const again = await engine.importEntries({ rows: [{ number: '7', class: 'GT3' }] });
+      assert.deepEqual([again.updated, again.cars[0]?.meta], [1, { class: 'GT3' }]);
+      await assert.rejects(engine.importEntries({ csv: join(library, 'missing.csv') }), { code: ErrorCode.InvalidParams });
     } finally {
       await engine.close();
     }

@@ -111,6 +111,12 @@ class Library:
             return self.store.save_car(db, car_id, fields)
 
     @_serialised
+    def save_cars(self, cars: list[tuple[str, dict[str, Any]]]) -> list[CarRow]:
+        """Create or update several cars (id, fields) in one transaction: all or none."""
+        with self.store.transaction() as db:
+            return [self.store.save_car(db, car_id, fields) for car_id, fields in cars]
+
+    @_serialised
     def remove_car(self, car_id: str) -> None:
         references = [r.id for r in self.store.references(self.require_car(car_id).id) if r.id in self._ref_cars]
         self.store.remove_car(car_id)

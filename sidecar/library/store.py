@@ -16,7 +16,9 @@ from typing import Any
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+from sidecar.errors import LibraryTooNew
+
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cars (
     id TEXT PRIMARY KEY,
@@ -68,11 +70,17 @@ CREATE TABLE IF NOT EXISTS detections (
     score REAL,
     candidates TEXT NOT NULL,
     review TEXT,
-    embedding BLOB NOT NULL
+    embedding BLOB NOT NULL,
+    number TEXT,
+    evidence TEXT
 );
 CREATE INDEX IF NOT EXISTS detections_by_car ON detections(car_id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# Columns each schema version added, for libraries made by an earlier one.
+# Version 2: the racing number read on a detection and the evidence of its decision.
+MIGRATIONS = {2: [("detections", "number", "TEXT"), ("detections", "evidence", "TEXT")]}
+INDEXES = "CREATE INDEX IF NOT EXISTS detections_by_number ON detections(number);"
 
 
 @dataclass(frozen=True)
@@ -97,11 +105,10 @@ class ReferenceRow:
     added_at: float
 
 
-@dataclass(frozen=True)
-class DetectionRow:
-    id: int
-    photo_id: int
-    path: str
+@dataclass(frozen=True, kw_only=True)
+class DetectionFields:
+    """What tagging decided about one vehicle of a photo."""
+
     box: list[float]
     detector_score: float
     label: str
@@ -109,6 +116,26 @@ class DetectionRow:
     car_id: str | None
     score: float | None
     candidates: list[dict[str, Any]]
+    number: str | None = None
+    """The racing number read on the vehicle."""
+    evidence: dict[str, Any] | None = None
+    """Why it got its decision (the protocol's Evidence); None when tagged by schema version 1."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewDetection(DetectionFields):
+    """A detection of a photo being tagged, as `save_photo` stores it."""
+
+    embedding: np.ndarray
+
+
+@dataclass(frozen=True, kw_only=True)
+class DetectionRow(DetectionFields):
+    """A stored detection, with its photo."""
+
+    id: int
+    photo_id: int
+    path: str
     review: str | None
     sensor_scale: float | None
     """RAW photos: sensor pixels per pixel of the analysed preview."""
@@ -129,8 +156,30 @@ class Store:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._lock = threading.RLock()
-        self._db.executescript(SCHEMA)
-        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        try:
+            self._db.executescript(SCHEMA)
+            self._migrate()
+            self._db.executescript(INDEXES)
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _migrate(self) -> None:
+        """Bring a library made by an earlier version to SCHEMA_VERSION, in
+        one transaction (a crash leaves the old schema, migrated next time)."""
+        with self.transaction() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            version = SCHEMA_VERSION if row is None else int(row["value"])  # no row: a new library
+            if version > SCHEMA_VERSION:
+                raise LibraryTooNew(
+                    f"the library {self.path.parent} was written by a newer liveryid (schema {version}, this one reads {SCHEMA_VERSION})",
+                    {"schema_version": version})
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for table, column, kind in MIGRATIONS[target]:
+                    present = {r["name"] for r in db.execute(f"PRAGMA table_info({table})")}
+                    if column not in present:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
         self._db.close()
@@ -263,7 +312,7 @@ class Store:
 
     def save_photo(
         self, path: str, content_hash: str, models: str, width: int, height: int, sensor_scale: float | None,
-        detections: list[dict[str, Any]],
+        detections: list[NewDetection],
     ) -> int:
         """One photo and its detections, replacing an earlier result for the same content and models."""
         with self.transaction() as db:
@@ -278,19 +327,20 @@ class Store:
             for d in detections:
                 db.execute(
                     "INSERT INTO detections (photo_id, box, detector_score, label, decision, car_id, score, candidates,"
-                    " embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (photo_id, json.dumps(d["box"]), d["detector_score"], d["label"], d["decision"], d["car_id"],
-                     d["score"], json.dumps(d["candidates"]), _blob(d["embedding"])),
+                    " embedding, number, evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (photo_id, json.dumps(d.box), d.detector_score, d.label, d.decision, d.car_id, d.score,
+                     json.dumps(d.candidates), _blob(d.embedding), d.number,
+                     None if d.evidence is None else json.dumps(d.evidence)),
                 )
             return photo_id
 
     def query_detections(
-        self, car_id: str | None, decision: str | None, min_score: float | None, review: str | None,
-        limit: int, offset: int,
+        self, car_id: str | None, number: str | None, decision: str | None, min_score: float | None,
+        review: str | None, limit: int, offset: int,
     ) -> tuple[list[DetectionRow], int]:
         where: list[str] = ["1 = 1"]
         args: list[object] = []
-        for column, value in (("d.car_id", car_id), ("d.decision", decision)):
+        for column, value in (("d.car_id", car_id), ("d.number", number), ("d.decision", decision)):
             if value is not None:
                 where.append(f"{column} = ?")
                 args.append(value)
@@ -336,6 +386,9 @@ def _car_row(row: sqlite3.Row) -> CarRow:
 
 def _detection_row(row: sqlite3.Row) -> DetectionRow:
     return DetectionRow(
-        row["id"], row["photo_id"], row["path"], json.loads(row["box"]), row["detector_score"], row["label"],
-        row["decision"], row["car_id"], row["score"], json.loads(row["candidates"]), row["review"], row["sensor_scale"],
+        id=row["id"], photo_id=row["photo_id"], path=row["path"], box=json.loads(row["box"]),
+        detector_score=row["detector_score"], label=row["label"], decision=row["decision"], car_id=row["car_id"],
+        score=row["score"], candidates=json.loads(row["candidates"]), review=row["review"],
+        sensor_scale=row["sensor_scale"], number=row["number"],
+        evidence=None if row["evidence"] is None else json.loads(row["evidence"]),
     )

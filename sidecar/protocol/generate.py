@@ -29,6 +29,7 @@ ERROR_DOCS: dict[type[errors.RpcError], str] = {
     errors.LibraryNotOpen: "The method needs a library: send `initialize` with `library` first.",
     errors.NotFound: "No car, reference or detection with that id; `data` names it.",
     errors.TrainingUnavailable: "The method trains a model and this installation cannot: it needs torch (`pip install liveryid[train]`).",
+    errors.LibraryTooNew: "The library was written by a newer liveryid (a later database schema); this one leaves it untouched.",
     errors.RequestCancelled: "The request was cancelled by `$/cancelRequest` (LSP's RequestCancelled code).",
 }
 

@@ -276,6 +276,44 @@ class EnrollResult(Message):
     warnings: list[EnrollWarning]
 
 
+class Entry(Message):
+    """One row of an entry list. Other columns of a CSV land in `meta`."""
+
+    number: Annotated[str | None, Meta(description="Racing number; an existing car with it (and the same class) is updated.")] = None
+    label: Annotated[str | None, Meta(description="Default: `#<number> <driver or team>`.")] = None
+    driver: Annotated[str | None, Meta(description="Driver(s), as the list writes them (e.g. `A. Driver / B. Driver`).")] = None
+    team: str | None = None
+    car_class: Annotated[str | None, Meta(description="The class the car races in (meta.class).")] = msgspec.field(default=None, name="class")
+    car: Annotated[str | None, Meta(description="Car model (meta.car).")] = None
+    colours: Annotated[list[str] | None, Meta(description="Livery colours (meta.colours).")] = None
+    meta: Metadata = {}
+
+
+class EntriesImportParams(RequestParams, kw_only=True):
+    """Exactly one of `csv` or `rows`."""
+
+    csv: Annotated[str | None, Meta(description=(
+        "Path of a CSV entry list with a header row: number, driver(s), team, class, car, colours, label "
+        "(usual synonyms and `,` `;` or tab separators are understood)."))] = None
+    rows: list[Entry] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.csv is None) == (self.rows is None):
+            raise ValueError("entries.import needs exactly one of `csv` or `rows`")
+
+
+class EntryProblem(Message):
+    row: Annotated[int, Meta(description="Index of the row (0 = the first after a CSV's header).")]
+    message: str
+
+
+class EntriesImportResult(Message):
+    created: int
+    updated: int
+    cars: Annotated[list[Car], Meta(description="The cars of the imported rows, in their order.")]
+    problems: Annotated[list[EntryProblem], Meta(description="Rows left out, and why; the others are imported.")]
+
+
 class CarUpdateParams(CarChanges, kw_only=True):
     id: str
 
@@ -313,6 +351,8 @@ Decision = Literal["match", "ambiguous", "unknown"]
 
 class MatchOptions(RequestParams, kw_only=True):
     top_k: Annotated[int, Meta(ge=1, le=100, description="Candidates reported per vehicle.")] = 5
+    read_numbers: Annotated[bool, Meta(
+        description="Read the racing number on each vehicle and fuse it with appearance (about 40 ms a vehicle).")] = True
     threshold: Annotated[float | None, Meta(description="Lowest similarity for a match; default: the calibrated one.")] = None
     margin: Annotated[float | None, Meta(description="Lead over the runner-up a match needs; default: the calibrated one.")] = None
     min_score: Annotated[Score | None, Meta(description="Lowest detector score considered; default: the detector's calibrated one.")] = None
@@ -325,7 +365,37 @@ class IdentifyParams(MatchOptions, kw_only=True):
 class Candidate(Message):
     car_id: str
     label: str
-    score: float
+    score: Annotated[float | None, Meta(
+        description="Appearance similarity; null for a car that only the racing number read names.")]
+
+
+class AppearanceEvidence(Message):
+    """What appearance alone decided."""
+
+    decision: Decision
+    car_id: str | None
+    score: float | None
+
+
+class NumberEvidence(Message):
+    text: Annotated[str, Meta(description="The racing number read, e.g. `7` or `24B`.")]
+    confidence: Annotated[Score, Meta(description="Probability of its least sure character.")]
+    box: Box
+    car_ids: Annotated[list[str], Meta(description="Enrolled cars carrying this number.")]
+
+
+Signal = Literal["appearance", "number"]
+
+
+class Evidence(Message):
+    """Why a vehicle got its decision."""
+
+    decided_by: Annotated[list[Signal], Meta(
+        description="The signals that made the decision (empty for unknown, or ambiguous on a conflict).")]
+    appearance: AppearanceEvidence
+    number: Annotated[NumberEvidence | None, Meta(
+        description="The number read on the vehicle: the surest naming an enrolled car, else the surest.")] = None
+    conflict: Annotated[str | None, Meta(description="Why the signals disagree (the decision is then ambiguous).")] = None
 
 
 class IdentifiedVehicle(Message):
@@ -334,8 +404,11 @@ class IdentifiedVehicle(Message):
     label: str
     decision: Decision
     car_id: str | None
-    score: Annotated[float | None, Meta(description="Similarity of the best car (match or ambiguous).")]
+    score: Annotated[float | None, Meta(
+        description="Appearance similarity of the decided car (match) or the best one (ambiguous); null when "
+                    "the number alone named the car.")]
     candidates: list[Candidate]
+    evidence: Evidence
 
 
 class IdentifyResult(Message):
@@ -365,10 +438,12 @@ class TagResult(Message):
     matched: int
     ambiguous: int
     unknown: int
+    numbers: Annotated[int, Meta(description="Vehicles whose racing number was read.")]
 
 
 class ResultsQueryParams(Message):
     car_id: str | None = None
+    number: Annotated[str | None, Meta(description="Only vehicles on which this racing number was read.")] = None
     decision: Decision | None = None
     min_score: float | None = None
     review: Literal["pending", "confirmed", "rejected"] | None = None
@@ -389,6 +464,7 @@ class ResultDetection(Message):
     candidates: list[Candidate]
     review: Literal["confirmed", "rejected"] | None
     sensor_scale: SensorScale = None
+    evidence: Annotated[Evidence | None, Meta(description="Null for photos tagged before numbers were fused.")] = None
 
 
 class ResultsQueryResult(Message):

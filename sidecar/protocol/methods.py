@@ -11,7 +11,7 @@ from typing import Any
 
 from sidecar.protocol.messages import (
     AdaptParams, AdaptResult, AdaptRevertResult, CancelParams, Car, CarDetail, CarIdParams, CarsListResult, CarsMergeParams, CarUpdateParams, DetectParams,
-    DetectResult, EmbedParams, EmbedResult, EnrollParams, EnrollResult, ExportParams, ExportResult, IdentifyParams,
+    DetectResult, EmbedParams, EmbedResult, EnrollParams, EntriesImportParams, EntriesImportResult, EnrollResult, ExportParams, ExportResult, IdentifyParams,
     IdentifyResult, InitializeParams, InitializeResult, PingResult, ProgressParams, ReferenceIdParams, Removed,
     ResultsQueryParams, ResultsQueryResult, ReviewParams, ReviewResult, TagParams, TagResult,
 )
@@ -44,6 +44,8 @@ METHODS: dict[str, MethodSpec] = {
                    "Appearance embedding of an image region (L2-normalised float32)."),
         MethodSpec("enroll", EnrollParams, EnrollResult,
                    "Create a car, or add references to one, from reference images (the dominant vehicle unless boxes are given)."),
+        MethodSpec("entries.import", EntriesImportParams, EntriesImportResult,
+                   "Create or update cars from an entry list (CSV file or rows): number, driver(s), team, class, car, colours."),
         MethodSpec("cars.update", CarUpdateParams, Car, "Change a car's label, number, team, driver or metadata."),
         MethodSpec("cars.remove", CarIdParams, Removed, "Remove a car and its references; its results become unmatched."),
         MethodSpec("cars.merge", CarsMergeParams, Car, "Move the references and results of `sources` into `into`, then remove them."),
