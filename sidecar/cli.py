@@ -80,6 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     tag.add_argument("--rescan", action="store_true", help="tag photos already tagged again")
     tag.add_argument("--threshold", type=float)
     tag.add_argument("--no-numbers", action="store_true", help="do not read racing numbers (faster, appearance only)")
+    tag.add_argument("--burst-gap", type=float, default=2.0,
+                     help="seconds between photos of one camera that make a burst (default 2; 0: no bursts)")
 
     with_library("cars", "list the enrolled cars")
     results = with_library("results", "list tagged detections")
@@ -252,11 +254,11 @@ def _library_command(args: argparse.Namespace, engine: Engine) -> int:
     if args.command == "tag":
         options = {} if args.threshold is None else {"threshold": args.threshold}
         params = TagParams(images=[str(p) for p in args.paths], rescan=args.rescan, read_numbers=not args.no_numbers,
-                           progress=True, **options)
+                           sequence_gap_s=args.burst_gap, progress=True, **options)
         result = identification.tag(params, RequestContext(0, CancelToken(), True, _progress_bar))
         print(f"{result.total} photo(s): {result.tagged} tagged, {result.skipped} already done, {len(result.failed)} failed; "
               f"vehicles: {result.matched} matched, {result.ambiguous} ambiguous, {result.unknown} unknown; "
-              f"a number read on {result.numbers}")
+              f"a number read on {result.numbers}, {result.by_sequence} named by their burst")
         for failure in result.failed:
             print(f"  {failure.path}: {failure.message}", file=sys.stderr)
         return 1 if result.failed else 0
@@ -273,6 +275,7 @@ def _library_command(args: argparse.Namespace, engine: Engine) -> int:
             why = ""
             if d.evidence is not None:
                 number = f" #{d.evidence.number.text}" if d.evidence.number else ""
+                number += f" (burst of {d.evidence.sequence.frames})" if d.evidence.sequence else ""
                 why = f"  by {'+'.join(d.evidence.decided_by) or 'nothing'}{number}" + (
                     f" ({d.evidence.conflict})" if d.evidence.conflict else "")
             print(f"{d.path}  detection {d.detection_id} {d.decision:<9} {name}{why}  box={[round(v) for v in d.box]}"

@@ -22,16 +22,18 @@ from sidecar.protocol.messages import (
     AppearanceEvidence, Candidate, Evidence, NumberEvidence, Car, CarChanges, CarDetail, CarIdParams, CarsListResult, CarsMergeParams, CarUpdateParams, EnrollParams,
     EnrollResult, EnrollWarning, IdentifiedVehicle, IdentifyParams, IdentifyResult, ImageRef, MatchOptions,
     Reference, ReferenceIdParams, Removed, ResultDetection, ResultsQueryParams, ResultsQueryResult, ReviewParams,
-    ReviewResult, TagFailure, TagParams, TagResult,
+    ReviewResult, SequenceEvidence, TagFailure, TagParams, TagResult,
 )
 from sidecar.stages.decode import (
     IMAGE_SUFFIXES, decode_image, decode_photo, detection_source, load_image, read_file, source_of,
 )
 from sidecar.stages.detect import Detections
 from sidecar.stages.embed import crop
+from sidecar.stages.capture import read_capture
 from sidecar.stages.fuse import Fused, fuse, normalise_number, numbers_index
 from sidecar.stages.match import MatchPolicy, car_scores, decide
 from sidecar.stages.raw import RAW_SUFFIXES
+from sidecar.stages.sequence import Shot, Sighting, propagate
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,9 @@ log = logging.getLogger(__name__)
 # reference photo's subject uncertain.
 SEVERAL_VEHICLES_RATIO = 0.5
 ENROLL_MIN_SCORE = 0.2
+
+
+Stored = tuple[str, dict[str, Any], dict[str, float | None]]
 
 
 class Identification:
@@ -151,6 +156,9 @@ class Identification:
         counts = {"match": 0, "ambiguous": 0, "unknown": 0}
         tagged = skipped = numbers_read = 0
         failed: list[TagFailure] = []
+        shots: list[Shot] = []
+        # What a burst may change, by detection id: decision, evidence and appearance's scores as stored.
+        stored: dict[int, Stored] = {}
         started = time.monotonic()
         for done, path in enumerate(photos):
             rate = done / max(time.monotonic() - started, 1e-6) if done else None
@@ -180,14 +188,40 @@ class Identification:
                     embedding=vectors[i], number=decided.number.text if decided.number else None,
                     evidence=msgspec.to_builtins(evidence(decided)),
                 ))
-            library.store.save_photo(
-                str(path), content_hash, models, image.shape[1], image.shape[0], decoded.sensor_scale, detections)
+            capture = read_capture(data)
+            ids = library.store.save_photo(
+                str(path), content_hash, models, image.shape[1], image.shape[0], decoded.sensor_scale, detections,
+                capture.camera, capture.time)
             tagged += 1
+            if params.sequence_gap_s > 0 and capture.camera is not None and capture.time is not None:
+                shots.append(Shot(capture.camera, capture.time, [
+                    Sighting(key, d.decision, d.car_id, [c["car_id"] for c in d.candidates], bool(f.conflict))
+                    for key, d, f in zip(ids, detections, fused)]))
+                stored.update({key: (d.decision, d.evidence or {}, {c["car_id"]: c["score"] for c in d.candidates})
+                               for key, d in zip(ids, detections)})
+        by_sequence = self._decide_bursts(shots, stored, params.sequence_gap_s, counts)
         context.progress(len(photos), len(photos), "done", len(photos) / max(time.monotonic() - started, 1e-6))
         return TagResult(
             total=len(photos), tagged=tagged, skipped=skipped, failed=failed,
             matched=counts["match"], ambiguous=counts["ambiguous"], unknown=counts["unknown"], numbers=numbers_read,
+            by_sequence=by_sequence,
         )
+
+    def _decide_bursts(self, shots: list[Shot], stored: dict[int, Stored], max_gap_s: float, counts: dict[str, int]) -> int:
+        """Name the vehicles of the run's bursts that their burst's confident
+        frames name (sidecar/stages/sequence.py); returns how many."""
+        store = self.engine.library().store
+        link = self.engine.embedder().spec.match_threshold
+        decisions = []
+        for named in propagate(shots, max_gap_s, link, store.detection_vectors):
+            decision, evidence, scores = stored[named.key]
+            counts[decision] -= 1
+            counts["match"] += 1
+            sequence = SequenceEvidence(car_id=named.car_id, frames=named.frames, confident=named.confident)
+            decisions.append((named.key, named.car_id, scores.get(named.car_id),
+                              {**evidence, "decided_by": ["sequence"], "sequence": msgspec.to_builtins(sequence)}))
+        store.match_detections(decisions)
+        return len(decisions)
 
     # --- results and review --------------------------------------------------------
 

@@ -168,6 +168,32 @@ def test_numbers_name_cars_of_an_entry_list_and_contradictions_are_flagged(tmp_p
         process.kill()
 
 
+def test_a_burst_names_the_car_in_frames_where_its_number_is_hidden(tmp_path: Path, dev_data: Path) -> None:
+    """EPFL car 04 shot on its turntable about a second apart (EXIF times): #3 is
+    legible from frame 7 on, so frames of the same burst where it is not read
+    get the car from the burst."""
+    event = tmp_path / "event"
+    event.mkdir()
+    for frame in (f for f in epfl_frames() if f.car == 4 and 30 <= f.frame <= 50):
+        shutil.copy(frame.path, event / frame.path.name)
+    process = SidecarProcess("json")
+    try:
+        open_library(process, tmp_path / "lib")
+        (rally,) = process.request("entries.import", {"rows": [{"number": "3", "label": "Ford #3"}]}, id="e")["result"]["cars"]
+        alone = process.request("tag", {"images": [str(event)], "sequence_gap_s": 0}, id="alone")["result"]
+        assert alone["by_sequence"] == 0 and 0 < alone["matched"] < alone["tagged"]
+        burst = process.request("tag", {"images": [str(event)], "rescan": True}, id="burst")["result"]
+        assert burst["by_sequence"] > 0 and burst["matched"] == alone["matched"] + burst["by_sequence"]
+        found = process.request("results.query", {"car_id": rally["id"]}, id="q")["result"]["detections"]
+        named = [d for d in found if d["evidence"]["decided_by"] == ["sequence"]]
+        assert len(named) == burst["by_sequence"] and all(d["decision"] == "match" for d in named)
+        sequence = named[0]["evidence"]["sequence"]
+        assert sequence["car_id"] == rally["id"] and sequence["frames"] > sequence["confident"] >= 1
+        assert named[0]["evidence"].get("number") is None and named[0]["score"] is None  # no reference, no number read
+    finally:
+        process.kill()
+
+
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     x1, y1, x2, y2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
     inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)

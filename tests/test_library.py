@@ -161,8 +161,12 @@ def test_raw_photos_keep_their_sensor_scale_for_the_exports(tmp_path: Path) -> N
         library.close()
 
 
-# The detections table as schema version 1 made it (before numbers were read).
-SCHEMA_1_DETECTIONS = """CREATE TABLE detections (
+# The tables schema version 1 made that later versions extend (numbers, bursts).
+SCHEMA_1_TABLES = """CREATE TABLE photos (
+    id INTEGER PRIMARY KEY, path TEXT NOT NULL, content_hash TEXT NOT NULL, models TEXT NOT NULL,
+    width INTEGER NOT NULL, height INTEGER NOT NULL, sensor_scale REAL, tagged_at REAL NOT NULL,
+    UNIQUE (content_hash, models));
+CREATE TABLE detections (
     id INTEGER PRIMARY KEY, photo_id INTEGER NOT NULL REFERENCES photos(id) ON DELETE CASCADE, box TEXT NOT NULL,
     detector_score REAL NOT NULL, label TEXT NOT NULL, decision TEXT NOT NULL,
     car_id TEXT REFERENCES cars(id) ON DELETE SET NULL, score REAL, candidates TEXT NOT NULL, review TEXT,
@@ -171,7 +175,7 @@ SCHEMA_1_DETECTIONS = """CREATE TABLE detections (
 
 def test_a_library_from_schema_1_is_migrated_and_keeps_its_results(tmp_path: Path) -> None:
     db = sqlite3.connect(tmp_path / "library.sqlite")
-    db.executescript(SCHEMA_1_DETECTIONS + ";" + SCHEMA)  # SCHEMA leaves the existing detections table as it is
+    db.executescript(SCHEMA_1_TABLES + ";" + SCHEMA)  # SCHEMA leaves the existing tables as they are
     db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
     db.execute("INSERT INTO photos VALUES (1, '/e/a.jpg', 'h', 'models', 640, 480, NULL, 0)")
     db.execute("INSERT INTO detections VALUES (1, 1, '[1, 2, 3, 4]', 0.9, 'car', 'unknown', NULL, NULL, '[]', NULL, ?)",
@@ -184,9 +188,10 @@ def test_a_library_from_schema_1_is_migrated_and_keeps_its_results(tmp_path: Pat
         assert (old.box, old.number, old.evidence) == ([1, 2, 3, 4], None, None)
         library.store.save_photo("/e/b.jpg", "h2", "models", 640, 480, None, [NewDetection(
             box=[0, 0, 9, 9], detector_score=0.5, label="car", decision="match", car_id=None, score=None, candidates=[],
-            embedding=unit(2), number="7", evidence={"decided_by": ["number"]})])
+            embedding=unit(2), number="7", evidence={"decided_by": ["number"]})], camera="serial 1", captured_at=12.5)
         (new,), total = library.store.query_detections(None, "7", None, None, None, 10, 0)
         assert total == 1 and new.evidence == {"decided_by": ["number"]}
+        np.testing.assert_array_equal(library.store.detection_vectors([new.id, old.id]), np.stack([unit(2), unit(1)]))
     finally:
         library.close()
     library = Library(tmp_path, "m", DIM)  # migrating again is a no-op

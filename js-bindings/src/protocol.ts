@@ -364,7 +364,7 @@ export interface Evidence {
   /**
    * The signals that made the decision (empty for unknown, or ambiguous on a conflict).
    */
-  decided_by: ('appearance' | 'number')[];
+  decided_by: ('appearance' | 'number' | 'sequence')[];
   appearance: AppearanceEvidence;
   /**
    * The number read on the vehicle: the surest naming an enrolled car, else the surest.
@@ -374,6 +374,7 @@ export interface Evidence {
    * Why the signals disagree (the decision is then ambiguous).
    */
   conflict?: string | null;
+  sequence?: SequenceEvidence | null;
 }
 export interface NumberEvidence {
   /**
@@ -395,6 +396,21 @@ export interface NumberEvidence {
    * Enrolled cars carrying this number.
    */
   car_ids: string[];
+}
+/**
+ * The burst this vehicle was shot in named its car (tag only).
+ *
+ */
+export interface SequenceEvidence {
+  car_id: string;
+  /**
+   * Photos of the burst in which this vehicle was followed.
+   */
+  frames: number;
+  /**
+   * Of them, those matched to the car on their own.
+   */
+  confident: number;
 }
 export interface ExportParams {
   format: 'csv' | 'json' | 'xmp';
@@ -638,6 +654,10 @@ export interface TagParams {
    * Tag again photos already tagged with the same models.
    */
   rescan?: boolean;
+  /**
+   * Photos of one camera (EXIF body serial, else make and model) taken at most this many seconds apart form a burst, whose confident frames name the car in the others; 0 turns bursts off.
+   */
+  sequence_gap_s?: number;
 }
 export interface TagResult {
   total: number;
@@ -654,6 +674,10 @@ export interface TagResult {
    * Vehicles whose racing number was read.
    */
   numbers: number;
+  /**
+   * Vehicles that only their burst named (counted in `matched`).
+   */
+  by_sequence: number;
 }
 
 /** Every request method: its params and result types. */

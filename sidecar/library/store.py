@@ -18,7 +18,7 @@ import numpy as np
 
 from sidecar.errors import LibraryTooNew
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cars (
     id TEXT PRIMARY KEY,
@@ -57,6 +57,8 @@ CREATE TABLE IF NOT EXISTS photos (
     height INTEGER NOT NULL,
     sensor_scale REAL,
     tagged_at REAL NOT NULL,
+    camera TEXT,
+    captured_at REAL,
     UNIQUE (content_hash, models)
 );
 CREATE TABLE IF NOT EXISTS detections (
@@ -78,8 +80,12 @@ CREATE INDEX IF NOT EXISTS detections_by_car ON detections(car_id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 # Columns each schema version added, for libraries made by an earlier one.
-# Version 2: the racing number read on a detection and the evidence of its decision.
-MIGRATIONS = {2: [("detections", "number", "TEXT"), ("detections", "evidence", "TEXT")]}
+# Version 2: the racing number read on a detection and the evidence of its
+# decision; 3: the camera and capture time of a photo (bursts).
+MIGRATIONS = {
+    2: [("detections", "number", "TEXT"), ("detections", "evidence", "TEXT")],
+    3: [("photos", "camera", "TEXT"), ("photos", "captured_at", "REAL")],
+}
 INDEXES = "CREATE INDEX IF NOT EXISTS detections_by_number ON detections(number);"
 
 
@@ -312,27 +318,38 @@ class Store:
 
     def save_photo(
         self, path: str, content_hash: str, models: str, width: int, height: int, sensor_scale: float | None,
-        detections: list[NewDetection],
-    ) -> int:
-        """One photo and its detections, replacing an earlier result for the same content and models."""
+        detections: list[NewDetection], camera: str | None = None, captured_at: float | None = None,
+    ) -> list[int]:
+        """One photo and its detections, replacing an earlier result for the
+        same content and models. Returns the detections' ids."""
         with self.transaction() as db:
             db.execute("DELETE FROM photos WHERE content_hash = ? AND models = ?", (content_hash, models))
             cursor = db.execute(
-                "INSERT INTO photos (path, content_hash, models, width, height, sensor_scale, tagged_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (path, content_hash, models, width, height, sensor_scale, time.time()),
+                "INSERT INTO photos (path, content_hash, models, width, height, sensor_scale, tagged_at, camera, captured_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (path, content_hash, models, width, height, sensor_scale, time.time(), camera, captured_at),
             )
             photo_id = cursor.lastrowid
-            assert photo_id is not None
+            ids = []
             for d in detections:
-                db.execute(
+                cursor = db.execute(
                     "INSERT INTO detections (photo_id, box, detector_score, label, decision, car_id, score, candidates,"
                     " embedding, number, evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (photo_id, json.dumps(d.box), d.detector_score, d.label, d.decision, d.car_id, d.score,
                      json.dumps(d.candidates), _blob(d.embedding), d.number,
                      None if d.evidence is None else json.dumps(d.evidence)),
                 )
-            return photo_id
+                assert cursor.lastrowid is not None
+                ids.append(cursor.lastrowid)
+            return ids
+
+    def match_detections(self, matches: list[tuple[int, str, float | None, dict[str, Any]]]) -> None:
+        """(detection id, car id, score, evidence) of detections matched after
+        tagging (by their burst); one transaction. Reviewed ones are the user's and stay."""
+        with self.transaction() as db:
+            db.executemany(
+                "UPDATE detections SET decision = 'match', car_id = ?, score = ?, evidence = ? WHERE id = ? AND review IS NULL",
+                [(car_id, score, json.dumps(evidence), detection_id) for detection_id, car_id, score, evidence in matches])
 
     def query_detections(
         self, car_id: str | None, number: str | None, decision: str | None, min_score: float | None,
@@ -366,6 +383,12 @@ class Store:
         if not rows:
             return None
         return _detection_row(rows[0]), np.frombuffer(rows[0]["embedding"], "<f4").copy()
+
+    def detection_vectors(self, detection_ids: list[int]) -> np.ndarray:
+        """(N, dim) embeddings of detections, in the order given."""
+        marks = ",".join("?" * len(detection_ids))
+        rows = {r["id"]: r["embedding"] for r in self._rows(f"SELECT id, embedding FROM detections WHERE id IN ({marks})", detection_ids)}
+        return np.stack([np.frombuffer(rows[i], "<f4") for i in detection_ids])
 
     def review(self, detection_id: int, state: str, car_id: str | None) -> None:
         with self.transaction() as db:

@@ -384,7 +384,15 @@ class NumberEvidence(Message):
     car_ids: Annotated[list[str], Meta(description="Enrolled cars carrying this number.")]
 
 
-Signal = Literal["appearance", "number"]
+class SequenceEvidence(Message):
+    """The burst this vehicle was shot in named its car (tag only)."""
+
+    car_id: str
+    frames: Annotated[int, Meta(description="Photos of the burst in which this vehicle was followed.")]
+    confident: Annotated[int, Meta(description="Of them, those matched to the car on their own.")]
+
+
+Signal = Literal["appearance", "number", "sequence"]
 
 
 class Evidence(Message):
@@ -396,6 +404,7 @@ class Evidence(Message):
     number: Annotated[NumberEvidence | None, Meta(
         description="The number read on the vehicle: the surest naming an enrolled car, else the surest.")] = None
     conflict: Annotated[str | None, Meta(description="Why the signals disagree (the decision is then ambiguous).")] = None
+    sequence: SequenceEvidence | None = None
 
 
 class IdentifiedVehicle(Message):
@@ -422,6 +431,9 @@ class TagParams(MatchOptions, kw_only=True):
     images: Annotated[list[str], Meta(min_length=1, description="Paths of photos and folders (folders are walked).")]
     recursive: bool = True
     rescan: Annotated[bool, Meta(description="Tag again photos already tagged with the same models.")] = False
+    sequence_gap_s: Annotated[float, Meta(ge=0.0, le=60.0, description=(
+        "Photos of one camera (EXIF body serial, else make and model) taken at most this many seconds apart form "
+        "a burst, whose confident frames name the car in the others; 0 turns bursts off."))] = 2.0
 
 
 class TagFailure(Message):
@@ -439,6 +451,7 @@ class TagResult(Message):
     ambiguous: int
     unknown: int
     numbers: Annotated[int, Meta(description="Vehicles whose racing number was read.")]
+    by_sequence: Annotated[int, Meta(description="Vehicles that only their burst named (counted in `matched`).")]
 
 
 class ResultsQueryParams(Message):

@@ -48,7 +48,7 @@ def _is_viewable_jpeg(blob: bytes) -> bool:
     return False
 
 
-def _tiff_entries(data: bytes, endian: str, offset: int) -> tuple[dict[int, list[int]], int]:
+def tiff_entries(data: bytes | memoryview, endian: str, offset: int) -> tuple[dict[int, list[int]], int]:
     """Tag -> values (integers; offsets for blobs) of one IFD, and the next IFD's offset."""
     (count,) = struct.unpack(endian + "H", data[offset : offset + 2])
     entries: dict[int, list[int]] = {}
@@ -79,7 +79,7 @@ def _tiff_preview(data: bytes) -> RawPreview | None:
         if offset in seen or not 8 <= offset < len(data) - 2:
             continue
         seen.add(offset)
-        entries, next_ifd = _tiff_entries(data, endian, offset)
+        entries, next_ifd = tiff_entries(data, endian, offset)
         queue += [next_ifd] + entries.get(_SUB_IFDS, []) + entries.get(_EXIF_IFD, [])
         blobs = []
         if _JPEG_OFFSET in entries and _JPEG_LENGTH in entries:
