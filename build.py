@@ -23,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BUILD_VENV = ROOT / ".venv-build"
+YOLO_VENV = ROOT / ".venv-yolo"
 CACHE = ROOT / ".cache"
 MODELS = ROOT / "models"
 JS = ROOT / "js-bindings"
@@ -40,6 +41,12 @@ GENERATED = ["protocol/schema.json", "protocol/methods.md", "js-bindings/src/pro
 # The CPU build of torch that the build environment needs, installed before
 # anything else can pull in a multi-gigabyte CUDA build.
 TORCH = "torch==2.13.0"
+# ultralytics needs torchvision, which this machine serves only beside this torch (a CUDA build, run on the CPU).
+YOLO_TORCH = ["torch==2.14.1", "torchvision==0.29.1"]
+DEFAULT_BUILD = "python3 build.py models"
+# Class names that are vehicles, for an imported YOLO's default classes (COCO's, and common custom ones).
+VEHICLE_NAMES = {"car", "truck", "bus", "motorcycle", "motorbike", "bicycle", "vehicle", "race car", "race_car",
+                 "racecar", "kart", "van", "formula", "gt", "prototype", "rally car"}
 
 
 def log(message: str) -> None:
@@ -106,6 +113,12 @@ def models() -> None:
     if not todo:
         log("models are built and match the manifest")
         return
+    imported = [m for m in todo if m.get("build", DEFAULT_BUILD) != DEFAULT_BUILD]
+    for model in imported:
+        log(f"{model['name']} was imported from the user's own weights: rebuild it with `{model['build']}`")
+    todo = [m for m in todo if m not in imported]
+    if not todo:
+        return
     python = setup()
     for model in todo:
         target = MODELS / model["file"]
@@ -137,6 +150,57 @@ def _builder(name: str, python: Path) -> list[str | Path]:
                "liveryid-vehicle-nanodet": "train_detector.py", "ppocr-v6-det-small": "extract_ppocr.py",
                "ppocr-v6-rec-small": "extract_ppocr.py"}
     return [python, MODELS / scripts[name]]
+
+
+def yolo_python() -> Path:
+    """The YOLO import environment's Python (ultralytics; onnxruntime so its own predictions can be compared)."""
+    constraints = ROOT / "constraints/yolo.txt"
+    return ensure_venv(YOLO_VENV, [constraints],
+                       [["-c", str(constraints), *YOLO_TORCH], ["-c", str(constraints), "ultralytics", "onnx", "onnxruntime"]])
+
+
+def yolo_env() -> dict[str, str]:
+    """ultralytics writes its settings and checks for updates: keep both local and offline."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    return {**os.environ, "YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(CACHE / "ultralytics")}
+
+
+def import_yolo(weights: Path, name: str, imgsz: int, vehicle_classes: list[str] | None, min_score: float,
+                models_dir: Path) -> None:
+    """Export an ultralytics YOLO detection checkpoint to ONNX in `models_dir`
+    and register it in its manifest.json; `--detector NAME` then uses it."""
+    python = yolo_python()
+    weights = weights.resolve()
+    output = models_dir / f"{name}.onnx"
+    described = CACHE / f"{name}.json"
+    env = yolo_env()
+    run(python, MODELS / "import_yolo.py", weights, "--output", output, "--describe", described, "--imgsz", str(imgsz),
+        cwd=CACHE, env=env)
+    description = json.loads(described.read_text())
+    classes = description["classes"]
+    if vehicle_classes is None:
+        vehicle_classes = [c for c in classes if c.lower() in VEHICLE_NAMES] or classes  # a race-car model: all of them
+    unknown = sorted(set(vehicle_classes) - set(classes))
+    if unknown:
+        sys.exit(f"{weights.name} has no classes {unknown}; it has {classes}")
+    entry = {
+        "task": "detect", "name": name, "version": f"ultralytics-{description['ultralytics']}", "file": output.name,
+        "sha256": _sha256(output),
+        "source": {"registry": "local", "package": weights.name, "version": (_sha256(weights) or "")[:12],
+                   "files": [weights.name], "licence": "the weights' own (ultralytics' models are AGPL-3.0)"},
+        "input": {"name": description["input"], "height": imgsz, "width": imgsz, "channel_order": "rgb",
+                  "scale": 1 / 255, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "resize": "letterbox"},
+        "build": f"python3 build.py import-yolo {weights} --name {name} --imgsz {imgsz}",
+        "decoder": "yolo",
+        "heads": [{"score_outputs": [description["output"]], "box_outputs": [description["output"]], "classes": classes,
+                   "vehicle_classes": vehicle_classes, "min_score": min_score}],
+    }
+    manifest_path = models_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["models"] = [m for m in manifest["models"] if m["name"] != name] + [entry]
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    log(f"{name}: {output} registered in {manifest_path}; use it with `liveryid --detector {name}` "
+        f"(or LIVERYID_DETECTOR={name}); vehicle classes {vehicle_classes}")
 
 
 def _sha256(path: Path) -> str | None:
@@ -236,6 +300,14 @@ def main() -> None:
     demo_parser = commands.add_parser("demo")
     demo_parser.add_argument("--refs", type=Path, help="one sub-folder of reference photos per car (default: from ../shared/data)")
     demo_parser.add_argument("--photos", type=Path, help="the event's photos")
+    yolo_parser = commands.add_parser("import-yolo", help="export an ultralytics YOLO checkpoint and register it")
+    yolo_parser.add_argument("weights", type=Path, help="a YOLOv8/11 detection checkpoint (.pt)")
+    yolo_parser.add_argument("--name", help="the model's name in the manifest (default: yolo-<file stem>)")
+    yolo_parser.add_argument("--imgsz", type=int, default=640, help="square input size (default 640)")
+    yolo_parser.add_argument("--vehicle-classes", help="comma-separated classes reported by default "
+                             "(default: the vehicle names among the model's classes, else all of them)")
+    yolo_parser.add_argument("--min-score", type=float, default=0.25, help="default lowest score reported (default 0.25)")
+    yolo_parser.add_argument("--models", type=Path, default=MODELS, help="models folder holding manifest.json (default models/)")
     test_parser = commands.add_parser("test")
     test_parser.add_argument(
         "--binary", action=argparse.BooleanOptionalAction, default=os.environ.get("CI") == "true",
@@ -246,6 +318,9 @@ def main() -> None:
         sys.exit("Node.js and npm are needed (for the JS package and the model download)")
     if args.command == "demo":
         demo(args.refs, args.photos)
+    elif args.command == "import-yolo":
+        import_yolo(args.weights, args.name or f"yolo-{args.weights.stem}", args.imgsz,
+                    args.vehicle_classes.split(",") if args.vehicle_classes else None, args.min_score, args.models)
     elif args.command == "test":
         test(args.binary)
     elif args.command == "all":

@@ -27,14 +27,14 @@ import numpy as np
 from bench.datasets import DATA_DIR, DETECTOR_TRAIN_CARS, epfl_frames, f1_boxes
 from sidecar.config import settings_from_env
 from sidecar.engine import Engine
-from sidecar.stages.detect import NanoDetDetector, box_iou
+from sidecar.stages.detect import Detector, box_iou
 
 THRESHOLDS: tuple[float | None, ...] = (0.5, 0.4, 0.35, 0.3, 0.25, 0.2, None)
 """None: each head's own min_score from the manifest, as identify and tag run it."""
 DETECTORS = ("nanodet-m-coco", "liveryid-vehicle-nanodet")
 
 
-def overlaps(detector: NanoDetDetector, images: Sequence[tuple[Path, Sequence[float]]]
+def overlaps(detector: Detector, images: Sequence[tuple[Path, Sequence[float]]]
              ) -> dict[float | None, list[np.ndarray]]:
     """Per threshold and image, each reported box's IoU with the labelled car. Each threshold is
     a run of its own: a detector with several heads falls back on the next one only when the first

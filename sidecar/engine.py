@@ -33,7 +33,7 @@ from sidecar.protocol.messages import (
 )
 from sidecar.protocol.methods import METHODS
 from sidecar.stages.decode import IMAGE_FORMATS, ImageLimits, decode_image, load_image, reopen
-from sidecar.stages.detect import Detections, NanoDetDetector
+from sidecar.stages.detect import Detections, Detector, build_detector
 from sidecar.stages.embed import Embedder, appearance_dim, crop
 from sidecar.stages.number import NumberReader, TextDetector, TextReader
 
@@ -166,8 +166,8 @@ class Engine:
             raise InvalidParams(f"unknown classes {exc.args[0]}; the detector knows {detector.labels}",
                                 {"field": "params.classes"}) from None
 
-    def detector(self) -> NanoDetDetector:
-        return self._stage(self.settings.detector, NanoDetDetector)
+    def detector(self) -> Detector:
+        return self._stage(self.settings.detector, build_detector)
 
     def number_reader(self) -> NumberReader:
         detector = self._stage(self.settings.text_detector, TextDetector)

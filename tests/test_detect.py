@@ -7,8 +7,10 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-from sidecar.inference.manifest import Manifest
-from sidecar.stages.detect import NanoDetDetector, batched_nms, decode_gfl, grid_centres, nms
+from sidecar.inference.manifest import DetectorSpec, Manifest
+from sidecar.stages.detect import (
+    NanoDetDetector, YoloDetector, batched_nms, build_detector, decode_gfl, grid_centres, nms,
+)
 
 MANIFEST = msgspec.json.decode((Path(__file__).resolve().parents[1] / "models/manifest.json").read_bytes(), type=Manifest)
 SPEC = MANIFEST.get("nanodet-m-coco")
@@ -122,3 +124,37 @@ def test_the_first_head_that_finds_a_vehicle_answers() -> None:
     np.testing.assert_allclose(found.boxes, [[184.0, 168.0, 280.0, 296.0]], atol=0.1)
     # Asking for one head's classes only never falls back on the other.
     assert len(fallback(image, None, fallback.class_ids(["vehicle"]))) == 0
+
+
+YOLO_SPEC = msgspec.convert({
+    "task": "detect", "name": "yolo-fake", "version": "0", "file": "x.onnx", "sha256": "0",
+    "source": {"registry": "local", "package": "x.pt", "version": "0", "files": ["x.pt"], "licence": "-"},
+    "input": {"name": "images", "height": 64, "width": 64, "channel_order": "rgb", "scale": 1 / 255,
+              "mean": [0, 0, 0], "std": [1, 1, 1], "resize": "letterbox"},
+    "decoder": "yolo",
+    "heads": [{"score_outputs": ["output0"], "box_outputs": ["output0"], "classes": ["car", "person"],
+               "vehicle_classes": ["car"], "min_score": 0.25}],
+}, DetectorSpec)
+
+
+class FakeYoloSession:
+    """Three anchors (cx, cy, w, h, car score, person score) in a 64x64 input."""
+
+    def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        anchors = np.array([
+            [32, 16, 20, 10, 0.9, 0.1],   # a car
+            [33, 16, 20, 10, 0.6, 0.0],   # the same car, less sure: suppressed
+            [10, 50, 8, 8, 0.4, 0.7],     # a person that also scores as a car: it stands for a person
+        ], np.float32)
+        return [anchors.T[None]]
+
+
+def test_yolo_outputs_decode_to_one_class_per_anchor() -> None:
+    detector = build_detector(YOLO_SPEC, FakeYoloSession())  # type: ignore[arg-type]
+    assert isinstance(detector, YoloDetector) and detector.vehicle_class_ids == [0]
+    # A 128x64 image letterboxes to 64x32 at scale 0.5, padded 16 px top and bottom.
+    found = detector(np.zeros((64, 128, 3), np.uint8), None, detector.vehicle_class_ids)
+    np.testing.assert_allclose(found.boxes, [[44.0, 0.0, 84.0, 10.0]], atol=0.01)
+    np.testing.assert_allclose(found.scores, [0.9])
+    everything = detector(np.zeros((64, 128, 3), np.uint8), None, [0, 1])
+    assert [detector.labels[i] for i in everything.class_ids] == ["car", "person"]

@@ -64,9 +64,11 @@ class DetectorHead(Struct, frozen=True, forbid_unknown_fields=True):
     """One set of per-stride outputs of a detector graph and what its classes are."""
 
     score_outputs: list[str]
-    """Per-stride class-score outputs (sigmoid applied), in the detector's `strides` order."""
+    """nanodet-gfl: per-stride class-score outputs (sigmoid applied), in the
+    detector's `strides` order; yolo: the one output holding boxes and scores."""
     box_outputs: list[str]
-    """Per-stride box-distribution outputs (4 x (reg_max+1) logits), in `strides` order."""
+    """nanodet-gfl: per-stride box-distribution outputs (4 x (reg_max+1)
+    logits), in `strides` order; yolo: the same one output."""
     classes: list[str]
     vehicle_classes: list[str]
     """Classes reported by default: the head's names for vehicles."""
@@ -76,11 +78,13 @@ class DetectorHead(Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class DetectorSpec(ModelBase, tag="detect"):
-    decoder: Literal["nanodet-gfl"]
-    strides: list[int]
-    reg_max: int
+    decoder: Literal["nanodet-gfl", "yolo"]
+    """sidecar/stages/detect.py: NanoDet's GFL heads, or an ultralytics YOLOv8/11 export."""
     heads: Annotated[list[DetectorHead], Meta(min_length=1)]
     """Tried in order: the first head that finds a vehicle answers for the image."""
+    strides: list[int] = []
+    reg_max: int = 0
+    """nanodet-gfl: the grid strides of each head's outputs and the box distributions' last bin."""
     training: Training | None = None
 
 

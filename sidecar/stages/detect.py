@@ -1,15 +1,20 @@
 """Detect stage: vehicles in a BGR image, boxes in original-image pixels.
 
-NanoDet heads predict, for every cell of each stride's grid, class scores
-(sigmoid already applied in these exports; 80 COCO classes, or the one
-"vehicle" class of the project's retrained head) and, per box side, a discrete
-distribution over 0..reg_max cell-lengths (Generalized Focal Loss). The box
-side is the distribution's expectation times the stride, measured from the
-cell centre.
+Two graph families, both letterboxed, decoded by the manifest's `decoder`:
+- nanodet-gfl: heads predict, for every cell of each stride's grid, class
+  scores (sigmoid already applied in these exports; 80 COCO classes, or the
+  one "vehicle" class of the project's retrained head) and, per box side, a
+  discrete distribution over 0..reg_max cell-lengths (Generalized Focal
+  Loss). The box side is the distribution's expectation times the stride,
+  measured from the cell centre.
+- yolo: ultralytics YOLOv8/11 exports (`build.py import-yolo`): one output
+  (1, 4 + classes, anchors), each anchor's box centre, width and height in
+  input pixels, then its class scores (sigmoid applied).
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,19 +110,16 @@ def batched_nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, io
     return nms(boxes + offsets, scores, iou_threshold)
 
 
-class NanoDetDetector:
-    """Decodes a NanoDet graph's heads in order (DetectorSpec.heads): the first
-    head that finds a vehicle answers. Class ids index `labels`, every head's
-    classes one after the other."""
+class Detector(ABC):
+    """What every decoder shares: the classes of the graph's heads (class ids
+    index `labels`, every head's classes one after the other) and the
+    suppression of duplicate boxes."""
 
     def __init__(self, spec: DetectorSpec, session: OrtSession) -> None:
         if spec.input.resize != "letterbox":
-            raise ValueError(f"{spec.name}: the NanoDet detector letterboxes; manifest says {spec.input.resize}")
+            raise ValueError(f"{spec.name}: detectors letterbox; the manifest says {spec.input.resize}")
         self.spec = spec
         self._session = session
-        self._outputs = [name for head in spec.heads for pair in zip(head.score_outputs, head.box_outputs)
-                         for name in pair]
-        self._centres = [grid_centres(spec.input.width // s, s) for s in spec.strides]
         self._first_id = np.cumsum([0] + [len(head.classes) for head in spec.heads])
         self.labels = [name for head in spec.heads for name in head.classes]
         self.vehicle_class_ids = [int(first) + head.classes.index(c)
@@ -133,39 +135,89 @@ class NanoDetDetector:
         """Detections of `class_ids` scoring at least `min_score` (None: each head's calibrated score)."""
         height, width = image.shape[:2]
         fitted, placement = letterbox(image, self.spec.input.width, self.spec.input.height)
-        outputs = self._session.run(self._outputs, {self.spec.input.name: to_tensor([fitted], self.spec.input)})
+        outputs = self._session.run(self._output_names(), {self.spec.input.name: to_tensor([fitted], self.spec.input)})
         wanted = np.asarray(class_ids, dtype=np.int64)
-        levels = len(self.spec.strides)
         for index, head in enumerate(self.spec.heads):
             first = int(self._first_id[index])
             mine = wanted[(wanted >= first) & (wanted < first + len(head.classes))] - first
             if mine.size == 0:
                 continue
-            head_outputs = outputs[2 * levels * index : 2 * levels * (index + 1)]
-            boxes, scores, labels = self._decode(head_outputs, mine, head.min_score if min_score is None else min_score)
-            if len(scores):
-                found = self._suppress(placement.to_image(boxes, width, height).astype(np.float32), scores, labels)
-                if len(found):
-                    return Detections(found.boxes, found.scores, found.class_ids + first)
+            boxes, scores, labels = self._decode(outputs, index, mine, head.min_score if min_score is None else min_score)
+            # Suppressed in the model's input space, then clipped to the image, as YOLO and NanoDet do.
+            keep = self._suppress(boxes, scores, labels)
+            found = placement.to_image(boxes[keep], width, height).astype(np.float32)
+            visible = (found[:, 2] > found[:, 0]) & (found[:, 3] > found[:, 1])
+            if visible.any():
+                return Detections(found[visible], scores[keep][visible], labels[keep][visible] + first)
         return Detections.empty()
 
-    def _decode(self, outputs: list[np.ndarray], wanted: np.ndarray, min_score: float
+    @abstractmethod
+    def _output_names(self) -> list[str]:
+        """The graph outputs to run, in the order `_decode` reads them."""
+
+    @abstractmethod
+    def _decode(self, outputs: list[np.ndarray], head: int, wanted: np.ndarray, min_score: float
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Input-space boxes, scores and head class ids of every cell scoring at least `min_score`."""
+        """Input-space boxes, scores and head class ids of every anchor scoring at least `min_score`."""
+
+    @staticmethod
+    def _suppress(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Indices kept, best first: per-class NMS, then one label per vehicle."""
+        keep = batched_nms(boxes, scores, labels, NMS_IOU)
+        return keep[nms(boxes[keep], scores[keep], CROSS_CLASS_IOU)]
+
+
+class NanoDetDetector(Detector):
+    """Decodes a NanoDet graph's heads in order (DetectorSpec.heads): the first
+    head that finds a vehicle answers."""
+
+    def __init__(self, spec: DetectorSpec, session: OrtSession) -> None:
+        super().__init__(spec, session)
+        self._centres = [grid_centres(spec.input.width // s, s) for s in spec.strides]
+
+    def _output_names(self) -> list[str]:
+        return [name for head in self.spec.heads for pair in zip(head.score_outputs, head.box_outputs) for name in pair]
+
+    def _decode(self, outputs: list[np.ndarray], head: int, wanted: np.ndarray, min_score: float
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        levels = len(self.spec.strides)
+        mine = outputs[2 * levels * head : 2 * levels * (head + 1)]
         boxes, scores, labels = [np.empty((0, 4), np.float32)], [np.empty(0, np.float32)], [np.empty(0, np.int64)]
         for level, stride in enumerate(self.spec.strides):
-            class_scores = outputs[2 * level][0][:, wanted]
+            class_scores = mine[2 * level][0][:, wanted]
             cells, which = np.nonzero(class_scores >= min_score)
             if cells.size == 0:
                 continue
-            boxes.append(decode_gfl(outputs[2 * level + 1][0][cells], self._centres[level][cells], stride, self.spec.reg_max))
+            boxes.append(decode_gfl(mine[2 * level + 1][0][cells], self._centres[level][cells], stride, self.spec.reg_max))
             scores.append(class_scores[cells, which])
             labels.append(wanted[which])
         return np.concatenate(boxes), np.concatenate(scores).astype(np.float32), np.concatenate(labels)
 
-    @staticmethod
-    def _suppress(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> Detections:
-        keep = batched_nms(boxes, scores, labels, NMS_IOU)
-        keep = keep[nms(boxes[keep], scores[keep], CROSS_CLASS_IOU)]
-        keep = keep[(boxes[keep, 2] > boxes[keep, 0]) & (boxes[keep, 3] > boxes[keep, 1])]
-        return Detections(boxes[keep], scores[keep], labels[keep])
+
+class YoloDetector(Detector):
+    """Decodes an ultralytics YOLOv8/11 export: one head, one output."""
+
+    def __init__(self, spec: DetectorSpec, session: OrtSession) -> None:
+        super().__init__(spec, session)
+        if len(spec.heads) != 1 or len(spec.heads[0].score_outputs) != 1:
+            raise ValueError(f"{spec.name}: a YOLO detector has one head with one output")
+
+    def _output_names(self) -> list[str]:
+        return self.spec.heads[0].score_outputs
+
+    def _decode(self, outputs: list[np.ndarray], head: int, wanted: np.ndarray, min_score: float
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        predictions = outputs[0][0]  # (4 + classes, anchors)
+        # YOLO trains each anchor for one object: its best class is the one it stands for, as ultralytics decodes.
+        best, scores = predictions[4:].argmax(axis=0), predictions[4:].max(axis=0)
+        anchors = np.nonzero((scores >= min_score) & np.isin(best, wanted))[0]
+        cx, cy, w, h = predictions[:4, anchors]
+        boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1).astype(np.float32)
+        return boxes, scores[anchors].astype(np.float32), best[anchors].astype(np.int64)
+
+
+DECODERS: dict[str, type[Detector]] = {"nanodet-gfl": NanoDetDetector, "yolo": YoloDetector}
+
+
+def build_detector(spec: DetectorSpec, session: OrtSession) -> Detector:
+    return DECODERS[spec.decoder](spec, session)
