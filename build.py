@@ -43,7 +43,7 @@ GENERATED = ["protocol/schema.json", "protocol/methods.md", "js-bindings/src/pro
 TORCH = "torch==2.13.0"
 # ultralytics needs torchvision, which this machine serves only beside this torch (a CUDA build, run on the CPU).
 YOLO_TORCH = ["torch==2.14.1", "torchvision==0.29.1"]
-DEFAULT_BUILD = "python3 build.py models"
+IMPORT_BUILD = "python3 build.py import-"  # models made from the user's own weights
 # Class names that are vehicles, for an imported YOLO's default classes (COCO's, and common custom ones).
 VEHICLE_NAMES = {"car", "truck", "bus", "motorcycle", "motorbike", "bicycle", "vehicle", "race car", "race_car",
                  "racecar", "kart", "van", "formula", "gt", "prototype", "rally car"}
@@ -113,7 +113,7 @@ def models() -> None:
     if not todo:
         log("models are built and match the manifest")
         return
-    imported = [m for m in todo if m.get("build", DEFAULT_BUILD) != DEFAULT_BUILD]
+    imported = [m for m in todo if m.get("build", "").startswith(IMPORT_BUILD)]
     for model in imported:
         log(f"{model['name']} was imported from the user's own weights: rebuild it with `{model['build']}`")
     todo = [m for m in todo if m not in imported]
