@@ -152,6 +152,15 @@ def _builder(name: str, python: Path) -> list[str | Path]:
     return [python, MODELS / scripts[name]]
 
 
+def register(models_dir: Path, entry: dict[str, object]) -> Path:
+    """Add (or replace, by name) a model in the folder's manifest; returns the manifest's path."""
+    manifest_path = models_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["models"] = [m for m in manifest["models"] if m["name"] != entry["name"]] + [entry]
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest_path
+
+
 def yolo_python() -> Path:
     """The YOLO import environment's Python (ultralytics; onnxruntime so its own predictions can be compared)."""
     constraints = ROOT / "constraints/yolo.txt"
@@ -195,12 +204,46 @@ def import_yolo(weights: Path, name: str, imgsz: int, vehicle_classes: list[str]
         "heads": [{"score_outputs": [description["output"]], "box_outputs": [description["output"]], "classes": classes,
                    "vehicle_classes": vehicle_classes, "min_score": min_score}],
     }
-    manifest_path = models_dir / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    manifest["models"] = [m for m in manifest["models"] if m["name"] != name] + [entry]
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    manifest_path = register(models_dir, entry)
     log(f"{name}: {output} registered in {manifest_path}; use it with `liveryid --detector {name}` "
         f"(or LIVERYID_DETECTOR={name}); vehicle classes {vehicle_classes}")
+
+
+def import_reid(model: Path, name: str, arch: str | None, size: tuple[int, int], normalisation: dict[str, object] | None,
+                threshold: float, margin: float, models_dir: Path) -> None:
+    """Export a re-identification checkpoint (or take the user's ONNX) into
+    `models_dir` and register it in its manifest.json; `--embedder NAME` then uses it."""
+    python = setup()
+    model = model.resolve()
+    output = models_dir / f"{name}.onnx"
+    described = CACHE / f"{name}.json"
+    CACHE.mkdir(parents=True, exist_ok=True)
+    command: list[str | Path] = [python, MODELS / "import_reid.py", model, "--describe", described]
+    if model.suffix == ".onnx":
+        shutil.copyfile(model, output)
+    else:
+        if arch is None:
+            sys.exit("a checkpoint needs --arch (see `python3 build.py import-reid --help`)")
+        command += ["--arch", arch, "--height", str(size[0]), "--width", str(size[1]), "--output", output]
+    run(*command, cwd=MODELS, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    description = json.loads(described.read_text())
+    given = normalisation or {k: description[k] for k in ("scale", "mean", "std") if k in description}
+    pixels = {"scale": 1 / 255, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], **given}
+    entry = {
+        "task": "embed", "name": name, "version": description["arch"], "file": output.name, "sha256": _sha256(output),
+        "source": {"registry": "local", "package": model.name, "version": (_sha256(model) or "")[:12],
+                   "files": [model.name], "licence": "the weights' own"},
+        "build": f"{IMPORT_BUILD}reid {model} --name {name}" + (f" --arch {arch}" if arch else "")
+                 + f" --input {description['height']}x{description['width']}",
+        "input": {"name": description["input"], "height": description["height"], "width": description["width"],
+                  "channel_order": "rgb", **pixels, "resize": "stretch"},
+        "output": description["output"], "output_dim": description["output_dim"],
+        "match_threshold": threshold, "match_margin": margin,
+    }
+    manifest_path = register(models_dir, entry)
+    log(f"{name}: {output} registered in {manifest_path} ({description['output_dim']}-d); use it with "
+        f"`liveryid --embedder {name}` (or LIVERYID_EMBEDDER={name}). Its match threshold {threshold} is a "
+        "starting point: calibrate it on your references with `liveryid --embedder NAME eval MANIFEST --sweep`.")
 
 
 def _sha256(path: Path) -> str | None:
@@ -308,6 +351,19 @@ def main() -> None:
                              "(default: the vehicle names among the model's classes, else all of them)")
     yolo_parser.add_argument("--min-score", type=float, default=0.25, help="default lowest score reported (default 0.25)")
     yolo_parser.add_argument("--models", type=Path, default=MODELS, help="models folder holding manifest.json (default models/)")
+    reid_parser = commands.add_parser("import-reid", help="export a re-identification checkpoint (or ONNX) and register it")
+    reid_parser.add_argument("model", type=Path, help="a torchreid or FastReID checkpoint, or an ONNX file (N,3,H,W) -> (N,D)")
+    reid_parser.add_argument("--arch", help="osnet_x1_0, osnet_x0_75, osnet_x0_5, osnet_x0_25, osnet_ibn_x1_0, "
+                             "fastreid-bot-r50-ibn or fastreid-sbs-r50-ibn (checkpoints only)")
+    reid_parser.add_argument("--name", help="the model's name in the manifest (default: reid-<file stem>)")
+    reid_parser.add_argument("--input", default="256x128", help="HEIGHTxWIDTH the model was trained at (default 256x128; "
+                             "VeRi-776 models: 256x256); an ONNX file's own size wins")
+    reid_parser.add_argument("--pixels", choices=["imagenet", "fastreid"],
+                             help="ONNX files: the input normalisation (default imagenet: 0-1 then ImageNet mean/std; "
+                                  "fastreid: 0-255 pixels, normalised inside the graph); checkpoints say it themselves")
+    reid_parser.add_argument("--threshold", type=float, default=0.6, help="default match threshold (calibrate with eval --sweep)")
+    reid_parser.add_argument("--margin", type=float, default=0.03, help="default lead over the runner-up")
+    reid_parser.add_argument("--models", type=Path, default=MODELS, help="models folder holding manifest.json (default models/)")
     test_parser = commands.add_parser("test")
     test_parser.add_argument(
         "--binary", action=argparse.BooleanOptionalAction, default=os.environ.get("CI") == "true",
@@ -318,6 +374,12 @@ def main() -> None:
         sys.exit("Node.js and npm are needed (for the JS package and the model download)")
     if args.command == "demo":
         demo(args.refs, args.photos)
+    elif args.command == "import-reid":
+        height, width = (int(v) for v in args.input.lower().split("x"))
+        pixels = {"fastreid": {"scale": 1.0, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}, None: None,
+                  "imagenet": None}[args.pixels]
+        import_reid(args.model, args.name or f"reid-{args.model.name.split('.')[0]}", args.arch, (height, width), pixels,
+                    args.threshold, args.margin, args.models)
     elif args.command == "import-yolo":
         import_yolo(args.weights, args.name or f"yolo-{args.weights.stem}", args.imgsz,
                     args.vehicle_classes.split(",") if args.vehicle_classes else None, args.min_score, args.models)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import itertools
 import sys
 from pathlib import Path
 
@@ -69,6 +70,9 @@ def canonicalize(model: onnx.ModelProto) -> None:
             consumers.setdefault(dep, []).append(node)
     ready = [(key_of(n), i, n) for i, n in enumerate(graph.node) if pending[id(n)] == 0]
     heapq.heapify(ready)
+    # Equal keys are exact duplicates (one is emitted): a unique second field
+    # keeps the heap from ever comparing the nodes themselves.
+    arrival = itertools.count(len(graph.node))
     ordered: list[onnx.NodeProto] = []
     emitted: set[str] = set()
     while ready:
@@ -80,7 +84,7 @@ def canonicalize(model: onnx.ModelProto) -> None:
             for consumer in consumers.get(out, []):
                 pending[id(consumer)] -= 1
                 if pending[id(consumer)] == 0:
-                    heapq.heappush(ready, (key_of(consumer), len(ordered), consumer))
+                    heapq.heappush(ready, (key_of(consumer), next(arrival), consumer))
 
     # Names: graph inputs/outputs keep theirs, everything else is numbered in
     # the canonical order.
