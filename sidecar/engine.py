@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
@@ -24,11 +25,13 @@ from sidecar.inference.manifest import (
     verified_path,
 )
 from sidecar.inference.session import OrtSession
+from sidecar.library.index import ReferenceIndex
 from sidecar.library.library import Library
 from sidecar.protocol.endpoint import RequestContext
 from sidecar.protocol.framing import WIRES
 from sidecar.protocol.messages import (
-    PROTOCOL_VERSION, Capabilities, Detection, DetectParams, DetectResult, EmbedParams, EmbedResult,
+    PROTOCOL_VERSION, Capabilities, Detection, DetectParams, DetectResult, EmbedderUseParams, EmbedderUseResult,
+    EmbedParams, EmbedResult,
     InitializeParams, InitializeResult, LibraryInfo, ModelInfo,
 )
 from sidecar.protocol.methods import METHODS
@@ -39,9 +42,17 @@ from sidecar.stages.number import NumberReader, TextDetector, TextReader
 
 log = logging.getLogger(__name__)
 Stage = TypeVar("Stage")
+REEMBED_BATCH = 16  # references decoded, embedded and committed together
 TASKS: dict[type, Literal["detect", "embed", "detect-text", "read-text"]] = {
     DetectorSpec: "detect", EmbedderSpec: "embed", TextDetectorSpec: "detect-text", TextReaderSpec: "read-text",
 }
+
+
+@dataclass(frozen=True)
+class Matcher:
+    embedder: Embedder
+    index: ReferenceIndex
+    car_of: Callable[[int], str]
 
 
 class Engine:
@@ -52,6 +63,10 @@ class Engine:
         self._stages: dict[str, Any] = {}
         self._load_lock = threading.Lock()
         self._library: Library | None = None
+        # The embedder chosen at start-up, or since by `embedder.use`.
+        self._embedder = settings.embedder
+        # Held while the library changes embedder, so `matcher` sees one model or the other, whole.
+        self._switching = threading.RLock()
 
     # --- models --------------------------------------------------------------
 
@@ -95,13 +110,13 @@ class Engine:
             self._library = None
         library = Library(folder, embedder.key, embedder.dim)
         self._library = library
-        if self.embedder_name() != self.settings.embedder:
+        if self.embedder_name() != self._embedder:
             try:
                 embedder = self.embedder()
             except ModelMissing as exc:
-                log.warning("the library's adapted embedder cannot load, using %s: %s", self.settings.embedder, exc.message)
+                log.warning("the library's adapted embedder cannot load, using %s: %s", self._embedder, exc.message)
                 library.adapted = None
-        if self._embed_missing_references(library, embedder) or embedder.key != library.model:
+        if self._embed_missing_references(library, embedder)[0] or embedder.key != library.model:
             library.use_model(embedder.key, embedder.dim)
         return library
 
@@ -109,27 +124,56 @@ class Engine:
         """Switch the open library to its adapted embedder `spec` (None: back to
         the configured one), embedding any reference it has not embedded yet."""
         library = self.library()
-        library.set_adapted(spec)
-        embedder = self.embedder()
-        self._embed_missing_references(library, embedder)
-        library.use_model(embedder.key, embedder.dim)
+        with self._switching:
+            library.set_adapted(spec)
+            embedder = self.embedder()
+            self._embed_missing_references(library, embedder)
+            library.use_model(embedder.key, embedder.dim)
         return embedder
 
-    def _embed_missing_references(self, library: Library, embedder: Embedder) -> int:
+    def _embed_missing_references(self, library: Library, embedder: Embedder,
+                                  progress: Callable[[int, int], None] | None = None) -> tuple[int, int]:
         """Embed, from their photos, the references enrolled while another
-        embedder was active; those whose photo is gone stay out of this
-        model's index (logged) and keep their rows. Returns how many were added."""
+        embedder was active, committing every batch (an interrupted run
+        resumes where it stopped); those whose photo is gone stay out of this
+        model's index (logged) and keep their rows. Returns (embedded, unreadable)."""
         missing = library.store.references_without(embedder.key)
-        added = []
-        for reference in missing:
-            image = self.reference_crop(reference.source, reference.box)
-            if image is not None:
-                added.append((reference.id, embedder([image])[0]))
-        if added:
-            library.store.add_embeddings(embedder.key, added)
-        if len(added) < len(missing):
-            log.warning("%d reference(s) cannot be read again to embed them with %s", len(missing) - len(added), embedder.key)
-        return len(added)
+        embedded = unreadable = 0
+        for start in range(0, len(missing), REEMBED_BATCH):
+            if progress is not None:
+                progress(start, len(missing))
+            batch = [(r.id, self.reference_crop(r.source, r.box)) for r in missing[start : start + REEMBED_BATCH]]
+            readable = [(ref_id, image) for ref_id, image in batch if image is not None]
+            if readable:
+                vectors = embedder([image for _, image in readable])
+                library.store.add_embeddings(embedder.key, [(ref_id, v) for (ref_id, _), v in zip(readable, vectors)])
+            embedded += len(readable)
+            unreadable += len(batch) - len(readable)
+        if unreadable:
+            log.warning("%d reference(s) cannot be read again to embed them with %s", unreadable, embedder.key)
+        return embedded, unreadable
+
+    def use_embedder(self, params: EmbedderUseParams, context: RequestContext) -> EmbedderUseResult:
+        """Switch the open library to another embedder. Its references are
+        embedded first, while identify and tag keep using the current model
+        and index; only a complete new index replaces them. Cancelled, the
+        library stays as it was, and the vectors made so far are kept for the next try."""
+        library = self.library()
+        requested = params.embedder or self.settings.embedder
+        adapted = library.adapted
+        # The library's adaptation of the requested model stands in for it, as on open.
+        name = adapted.name if adapted is not None and adapted.adapted_from == requested else requested
+        spec = self._spec(name)[0]
+        if not isinstance(spec, EmbedderSpec):
+            raise InvalidParams(f"{name} is a {TASKS[type(spec)]} model, not an embedder", {"field": "params.embedder"})
+        embedder = self._stage(name, self._build_embedder)
+        embedded, unreadable = self._embed_missing_references(
+            library, embedder, lambda done, total: context.progress(done, total, "embedding references"))
+        context.progress(1, 1, "index")
+        with self._switching:
+            library.use_model(embedder.key, embedder.dim)
+            self._embedder = spec.adapted_from or name
+        return EmbedderUseResult(model=embedder.key, embedded=embedded, unreadable=unreadable, references=len(library.index))
 
     def reference_crop(self, source: str, box: list[float]) -> np.ndarray | None:
         """The crop a reference was made from, read again (None when its photo is gone or was a buffer)."""
@@ -147,9 +191,9 @@ class Engine:
             self._library.close()
             self._library = None
 
-    def models_key(self, read_numbers: bool) -> str:
+    def models_key(self, read_numbers: bool, embedder: Embedder) -> str:
         """Names and hashes of the models a tagging result depends on."""
-        detector, embedder = self.detector(), self.embedder()
+        detector = self.detector()
         models = [(detector.spec.name, detector.spec), (embedder.key, embedder.spec)]
         if read_numbers:
             reader = self.number_reader()
@@ -173,17 +217,28 @@ class Engine:
         detector = self._stage(self.settings.text_detector, TextDetector)
         return NumberReader(detector, self._stage(self.settings.text_reader, TextReader))
 
+    def matcher(self) -> Matcher:
+        """The active embedder with the library's index of it, taken together:
+        a photo embedded and searched with them stays consistent while the
+        library switches models (tag takes one for its whole run)."""
+        with self._switching:
+            embedder = self.embedder()
+            model, index, car_of = self.library().matching()
+            if model != embedder.key:  # only while a switch is half done, which the lock rules out
+                raise RuntimeError(f"the library's index is {model}'s, the embedder {embedder.key}")
+            return Matcher(embedder, index, car_of)
+
     def embedder_name(self) -> str:
         """The configured embedder, or the open library's adaptation of it."""
         library = self._library
-        if library is not None and library.adapted is not None and library.adapted.adapted_from == self.settings.embedder:
+        if library is not None and library.adapted is not None and library.adapted.adapted_from == self._embedder:
             return library.adapted.name
-        return self.settings.embedder
+        return self._embedder
 
     def embedder(self) -> Embedder:
-        return self._stage(self.embedder_name(), self._embedder)
+        return self._stage(self.embedder_name(), self._build_embedder)
 
-    def _embedder(self, spec: EmbedderSpec, session: OrtSession) -> Embedder:
+    def _build_embedder(self, spec: EmbedderSpec, session: OrtSession) -> Embedder:
         if self.settings.colour_weight is not None:
             spec = msgspec.structs.replace(spec, colour_weight=self.settings.colour_weight)
         return Embedder(spec, session)
@@ -269,4 +324,4 @@ class Engine:
         ]
 
     def handlers(self) -> dict[str, Callable[[Any, RequestContext], Any]]:
-        return {"initialize": self.initialize, "detect": self.detect, "embed": self.embed}
+        return {"initialize": self.initialize, "detect": self.detect, "embed": self.embed, "embedder.use": self.use_embedder}

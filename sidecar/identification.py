@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from sidecar.engine import Engine
+from sidecar.engine import Engine, Matcher
 from sidecar.errors import InvalidParams, NotFound, RpcError
 from sidecar.library.store import CarRow, DetectionRow, NewDetection, ReferenceRow
 from sidecar.protocol.endpoint import RequestContext
@@ -57,6 +57,7 @@ class Identification:
         if params.boxes is not None and len(params.boxes) != len(params.images):
             raise InvalidParams("`boxes` needs one entry per image", {"field": "params.boxes"})
         entries, warnings = [], []
+        embedder = self.engine.matcher().embedder
         for index, image_ref in enumerate(params.images):
             context.progress(index, len(params.images), "reference")
             image = load_image(image_ref, self.engine.limits)
@@ -64,11 +65,10 @@ class Identification:
             box, quality, warning = reference_box(self.engine, image, given, index)
             if warning is not None:
                 warnings.append(warning)
-            vector = self.engine.embedder()([crop(image, box)])[0]
-            entries.append((source_of(image_ref), box, vector, quality))
+            entries.append((source_of(image_ref), box, embedder([crop(image, box)])[0], quality))
         context.progress(len(params.images), len(params.images), "store")
         car_id = params.car.id if params.car.id is not msgspec.UNSET else None
-        car, references = library.enroll(car_id, _given(params.car), entries)
+        car, references = library.enroll(car_id, _given(params.car), entries, embedder.key)
         return EnrollResult(car=car_message(car), references=[_reference(r) for r in references], warnings=warnings)
 
     def cars_update(self, params: CarUpdateParams, context: RequestContext) -> Car:
@@ -97,16 +97,16 @@ class Identification:
     def _policy(self, options: MatchOptions) -> MatchPolicy:
         return match_policy(self.engine, options.threshold, options.margin, options.top_k)
 
-    def _identify_image(self, image: np.ndarray, options: MatchOptions, numbers: dict[str, str | None]) -> tuple[Detections, np.ndarray, list[Fused]]:
+    def _identify_image(self, image: np.ndarray, options: MatchOptions, numbers: dict[str, str | None],
+                        matcher: Matcher) -> tuple[Detections, np.ndarray, list[Fused]]:
         """Detect, embed, match and (when asked) read and fuse the numbers;
         `numbers`: car id -> racing number, of every enrolled car."""
-        library = self.engine.library()
         found = self.engine.detector()(image, options.min_score, self.engine.vehicle_classes(None))
-        vectors = self.engine.embedder()([crop(image, box) for box in found.boxes])
+        vectors = matcher.embedder([crop(image, box) for box in found.boxes])
         # Enough neighbours that top_k distinct cars survive when each has several references.
-        reference_ids, similarities = library.index.search(vectors, count=max(50, 10 * options.top_k))
+        reference_ids, similarities = matcher.index.search(vectors, count=max(50, 10 * options.top_k))
         policy = self._policy(options)
-        verdicts = [decide(car_scores(ids, sims, library.car_of), policy) for ids, sims in zip(reference_ids, similarities)]
+        verdicts = [decide(car_scores(ids, sims, matcher.car_of), policy) for ids, sims in zip(reference_ids, similarities)]
         reader = self.engine.number_reader() if options.read_numbers else None
         cars_by_number = numbers_index(numbers)
         fused = [
@@ -124,7 +124,7 @@ class Identification:
         decoded = decode_image(params.image, self.engine.limits)
         image = decoded.pixels
         context.progress(1, 2, "identify")
-        found, _, fused = self._identify_image(image, params, self._numbers())
+        found, _, fused = self._identify_image(image, params, self._numbers(), self.engine.matcher())
         labels = self._labels()
         return IdentifyResult(
             vehicles=[self._vehicle(found, i, decided, labels) for i, decided in enumerate(fused)],
@@ -151,7 +151,9 @@ class Identification:
     def tag(self, params: TagParams, context: RequestContext) -> TagResult:
         library = self.engine.library()
         photos = sorted(set(expand_photos(params.images, params.recursive)))
-        models = self.engine.models_key(params.read_numbers)
+        # One embedder and index for the whole run, whatever `embedder.use` does meanwhile.
+        matcher = self.engine.matcher()
+        models = self.engine.models_key(params.read_numbers, matcher.embedder)
         numbers = self._numbers()
         counts = {"match": 0, "ambiguous": 0, "unknown": 0}
         tagged = skipped = numbers_read = 0
@@ -171,7 +173,7 @@ class Identification:
                     continue
                 decoded = decode_photo(data, str(path), self.engine.limits)
                 image = decoded.pixels
-                found, vectors, fused = self._identify_image(image, params, numbers)
+                found, vectors, fused = self._identify_image(image, params, numbers, matcher)
             except RpcError as exc:
                 failed.append(TagFailure(path=str(path), code=exc.code, message=exc.message))
                 continue
@@ -199,7 +201,7 @@ class Identification:
                     for key, d, f in zip(ids, detections, fused)]))
                 stored.update({key: (d.decision, d.evidence or {}, {c["car_id"]: c["score"] for c in d.candidates})
                                for key, d in zip(ids, detections)})
-        by_sequence = self._decide_bursts(shots, stored, params.sequence_gap_s, counts)
+        by_sequence = self._decide_bursts(shots, stored, params.sequence_gap_s, counts, matcher.embedder.spec.match_threshold)
         context.progress(len(photos), len(photos), "done", len(photos) / max(time.monotonic() - started, 1e-6))
         return TagResult(
             total=len(photos), tagged=tagged, skipped=skipped, failed=failed,
@@ -207,11 +209,11 @@ class Identification:
             by_sequence=by_sequence,
         )
 
-    def _decide_bursts(self, shots: list[Shot], stored: dict[int, Stored], max_gap_s: float, counts: dict[str, int]) -> int:
+    def _decide_bursts(self, shots: list[Shot], stored: dict[int, Stored], max_gap_s: float, counts: dict[str, int],
+                       link: float) -> int:
         """Name the vehicles of the run's bursts that their burst's confident
         frames name (sidecar/stages/sequence.py); returns how many."""
         store = self.engine.library().store
-        link = self.engine.embedder().spec.match_threshold
         decisions = []
         for named in propagate(shots, max_gap_s, link, store.detection_vectors):
             decision, evidence, scores = stored[named.key]
@@ -233,7 +235,7 @@ class Identification:
 
     def results_confirm(self, params: ReviewParams, context: RequestContext) -> ReviewResult:
         library = self.engine.library()
-        row, embedding = self._detection(params.detection_id)
+        row, embedding, models = self._detection(params.detection_id)
         car_id = params.car_id or row.car_id
         if car_id is None:
             raise InvalidParams("this detection matched no car: say which car it is", {"field": "params.car_id"})
@@ -241,18 +243,26 @@ class Identification:
         library.store.review(row.id, "confirmed", car_id)
         reference = None
         if params.add_as_reference:
-            _, (added,) = library.enroll(car_id, {}, [(detection_source(row.path, row.id), row.box, embedding, row.detector_score)])
+            source = detection_source(row.path, row.id)
+            embedder = self.engine.matcher().embedder
+            if f"+{embedder.key}@" not in models:  # tagged before the library changed embedder: embed the crop again
+                image = self.engine.reference_crop(source, row.box)
+                if image is None:
+                    raise InvalidParams(f"{row.path} cannot be read again to embed this detection with {embedder.key}",
+                                        {"field": "params.add_as_reference"})
+                embedding = embedder([image])[0]
+            _, (added,) = library.enroll(car_id, {}, [(source, row.box, embedding, row.detector_score)], embedder.key)
             reference = _reference(added)
-        confirmed, _ = self._detection(row.id)
+        confirmed = self._detection(row.id)[0]
         return ReviewResult(detection=_result(confirmed, self._labels()), reference=reference)
 
     def results_reject(self, params: ReviewParams, context: RequestContext) -> ReviewResult:
-        row, _ = self._detection(params.detection_id)
+        row = self._detection(params.detection_id)[0]
         self.engine.library().store.review(row.id, "rejected", None)
-        rejected, _ = self._detection(row.id)
+        rejected = self._detection(row.id)[0]
         return ReviewResult(detection=_result(rejected, self._labels()))
 
-    def _detection(self, detection_id: int) -> tuple[DetectionRow, np.ndarray]:
+    def _detection(self, detection_id: int) -> tuple[DetectionRow, np.ndarray, str]:
         found = self.engine.library().store.detection(detection_id)
         if found is None:
             raise NotFound(f"no detection {detection_id}", {"detection": detection_id})

@@ -194,6 +194,48 @@ def test_a_burst_names_the_car_in_frames_where_its_number_is_hidden(tmp_path: Pa
         process.kill()
 
 
+def test_switching_embedder_keeps_the_old_one_until_the_new_index_is_complete(tmp_path: Path, dev_data: Path) -> None:
+    frames = {(f.car, f.frame): f for f in epfl_frames()}
+    query = {"image": {"path": str(frames[(2, 40)].path)}, "read_numbers": False}
+    process = SidecarProcess("json")
+    try:
+        open_library(process, tmp_path / "lib")
+        for car in range(1, 7):  # 18 references: two batches of re-embedding
+            refs = [frames[(car, n)] for n in (1, 30, 60)]
+            process.request("enroll", {"car": {"label": f"EPFL {car}"}, "images": [{"path": str(f.path)} for f in refs],
+                                       "boxes": [list(f.box) for f in refs]}, id=f"enroll{car}")
+        before = process.request("identify", query, id="before")["result"]
+
+        process.send({"jsonrpc": "2.0", "id": "switch", "method": "embedder.use",
+                      "params": {"embedder": "mobilenetv2-imagenet", "progress": True}})
+        first = process.read()
+        assert first["method"] == "$/progress" and first["params"]["stage"] == "embedding references"
+        process.send({"jsonrpc": "2.0", "method": "$/cancelRequest", "params": {"id": "switch"}})
+        messages = [process.read()]
+        while "id" not in messages[-1]:
+            messages.append(process.read())
+        assert messages[-1]["error"]["code"] == -32800
+        # Cancelled: the library kept its model and index.
+        assert process.request("identify", query, id="still")["result"] == before
+
+        switched = process.request("embedder.use", {"embedder": "mobilenetv2-imagenet"}, id="again")["result"]
+        assert (switched["model"], switched["references"], switched["unreadable"]) == ("mobilenetv2-imagenet", 18, 0)
+        assert switched["embedded"] == 2  # the first batch of 16 was kept from the cancelled run
+        after = process.request("identify", query, id="after")["result"]
+        assert after["vehicles"][0]["candidates"] != before["vehicles"][0]["candidates"]  # another model's similarities
+        info = process.request("initialize", {}, id="info")["result"]
+        assert next(m for m in info["models"] if m["task"] == "embed")["name"] == "mobilenetv2-imagenet"
+
+        back = process.request("embedder.use", {}, id="back")["result"]
+        assert back["embedded"] == 0 and back["references"] == 18 and back["model"].startswith("liveryid-reid-mnv2")
+        assert process.request("identify", query, id="back-again")["result"] == before
+        wrong = process.request("embedder.use", {"embedder": "ppocr-v6-det-small"}, id="wrong")["error"]
+        assert wrong["code"] == -32602 and "not an embedder" in wrong["message"]
+        assert process.request("embedder.use", {"embedder": "nope"}, id="nope")["error"]["code"] == -32004
+    finally:
+        process.kill()
+
+
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     x1, y1, x2, y2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
     inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)

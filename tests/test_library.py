@@ -35,12 +35,12 @@ def nearest_car(library: Library, query: np.ndarray) -> str:
 def test_enroll_extend_update_merge_and_remove(tmp_path: Path) -> None:
     library = Library(tmp_path, "m", DIM)
     try:
-        red, refs = library.enroll("red", {"label": "#1 Red", "team": "R"}, entries(1, 2))
+        red, refs = library.enroll("red", {"label": "#1 Red", "team": "R"}, entries(1, 2), "m")
         assert red.references == 2 and [r.car_id for r in refs] == ["red", "red"]
-        blue, _ = library.enroll(None, {"label": "#2 Blue"}, entries(3))
+        blue, _ = library.enroll(None, {"label": "#2 Blue"}, entries(3), "m")
         assert blue.id.startswith("car-")
         assert nearest_car(library, unit(3)) == blue.id
-        extended, _ = library.enroll("red", {}, entries(4))
+        extended, _ = library.enroll("red", {}, entries(4), "m")
         assert extended.references == 3 and extended.label == "#1 Red"
         assert library.update_car("red", {"number": "1"}).number == "1"
         merged = library.merge("red", [blue.id])
@@ -59,8 +59,8 @@ def test_invalid_library_operations_are_named(tmp_path: Path) -> None:
     library = Library(tmp_path, "m", DIM)
     try:
         with pytest.raises(InvalidParams):
-            library.enroll("new", {}, entries(1))  # a new car needs a label
-        library.enroll("a", {"label": "A"}, entries(1))
+            library.enroll("new", {}, entries(1), "m")  # a new car needs a label
+        library.enroll("a", {"label": "A"}, entries(1), "m")
         with pytest.raises(InvalidParams):
             library.merge("a", ["a"])
         with pytest.raises(NotFound):
@@ -73,8 +73,8 @@ def test_invalid_library_operations_are_named(tmp_path: Path) -> None:
 
 def test_the_index_survives_reopening_and_is_rebuilt_when_missing_stale_or_corrupt(tmp_path: Path) -> None:
     library = Library(tmp_path, "m", DIM)
-    library.enroll("a", {"label": "A"}, entries(1, 2))
-    library.enroll("b", {"label": "B"}, entries(3))
+    library.enroll("a", {"label": "A"}, entries(1, 2), "m")
+    library.enroll("b", {"label": "B"}, entries(3), "m")
     library.close()
 
     reopened = Library(tmp_path, "m", DIM)
@@ -95,7 +95,7 @@ def test_the_index_survives_reopening_and_is_rebuilt_when_missing_stale_or_corru
 
 def test_another_model_gets_its_own_index(tmp_path: Path) -> None:
     first = Library(tmp_path, "m", DIM)
-    first.enroll("a", {"label": "A"}, entries(1))
+    first.enroll("a", {"label": "A"}, entries(1), "m")
     first.close()
     other = Library(tmp_path, "other-model", 16)
     try:
@@ -210,7 +210,7 @@ def test_concurrent_writes_leave_the_index_in_step_with_the_database(tmp_path: P
 
     library = Library(tmp_path, "m", DIM)
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda i: library.enroll(f"car{i}", {"label": f"C{i}"}, entries(i, 100 + i)), range(40)))
+        list(pool.map(lambda i: library.enroll(f"car{i}", {"label": f"C{i}"}, entries(i, 100 + i), "m"), range(40)))
     library.close()
     reopened = Library(tmp_path, "m", DIM)
     try:

@@ -16,6 +16,7 @@ import {
   type CarUpdateParams,
   type Detection,
   type DetectParams,
+  type EmbedderUseResult,
   type EmbedResult,
   type EnrollParams,
   type EnrollResult,
@@ -232,6 +233,15 @@ export class Engine {
     const { signal, onProgress, ...params } = options;
     const request = { ...params, images: paths as AdaptParams['images'], progress: onProgress !== undefined };
     return this.request('adapt', request, { signal, onProgress });
+  }
+
+  /**
+   * Switch the library to another embedder of the manifest (null: the one the
+   * sidecar started with). Its references are embedded first, with progress,
+   * while identify and tag keep the current model; aborted, the library stays as it was.
+   */
+  useEmbedder(name: string | null = null, options: CallOptions = {}): Promise<EmbedderUseResult> {
+    return this.request('embedder.use', { embedder: name, progress: options.onProgress !== undefined }, options);
   }
 
   /** Go back to the shipped embedder; returns the model the library now uses. */

@@ -259,6 +259,34 @@ export interface EmbedResult {
   model: string;
   dim: number;
 }
+export interface EmbedderUseParams {
+  /**
+   * Send `$/progress` notifications for this request.
+   */
+  progress?: boolean;
+  /**
+   * A model of the manifest (`initialize` lists them); null: the one the sidecar started with.
+   */
+  embedder?: string | null;
+}
+export interface EmbedderUseResult {
+  /**
+   * The embedder the library uses now (its adaptation, if it has one).
+   */
+  model: string;
+  /**
+   * References embedded by it now (others were already).
+   */
+  embedded: number;
+  /**
+   * References whose photo could not be read again: left out of its index.
+   */
+  unreadable: number;
+  /**
+   * References in its index.
+   */
+  references: number;
+}
 export interface EnrollParams {
   /**
    * Send `$/progress` notifications for this request.
@@ -688,6 +716,7 @@ export interface Methods {
   '$/cancelRequest': { params: CancelParams; result: null };
   'detect': { params: DetectParams; result: DetectResult };
   'embed': { params: EmbedParams; result: EmbedResult };
+  'embedder.use': { params: EmbedderUseParams; result: EmbedderUseResult };
   'enroll': { params: EnrollParams; result: EnrollResult };
   'entries.import': { params: EntriesImportParams; result: EntriesImportResult };
   'cars.update': { params: CarUpdateParams; result: Car };

@@ -61,6 +61,11 @@ describe('library from Node', () => {
       const again = await engine.importEntries({ rows: [{ number: '7', class: 'GT3' }] });
       assert.deepEqual([again.updated, again.cars[0]?.meta], [1, { class: 'GT3' }]);
       await assert.rejects(engine.importEntries({ csv: join(library, 'missing.csv') }), { code: ErrorCode.InvalidParams });
+
+      const generic = await engine.useEmbedder('mobilenetv2-imagenet');
+      assert.deepEqual([generic.model, generic.references], ['mobilenetv2-imagenet', 0]);
+      assert.ok((await engine.useEmbedder()).model.startsWith(engine.info.models[1]!.name));
+      await assert.rejects(engine.useEmbedder('no-such-model'), { code: ErrorCode.ModelMissing });
     } finally {
       await engine.close();
     }

@@ -89,16 +89,18 @@ class Library:
     @_serialised
     def enroll(
         self, car_id: str | None, fields: dict[str, Any],
-        entries: list[tuple[str, list[float], np.ndarray, float]],
+        entries: list[tuple[str, list[float], np.ndarray, float]], model: str,
     ) -> tuple[CarRow, list[ReferenceRow]]:
-        """Create or extend a car with references, atomically."""
+        """Create or extend a car with references embedded by `model`,
+        atomically. Enrolled while the library switched to another model, they
+        wait outside its index until that model embeds them."""
         car_id = car_id or f"car-{uuid.uuid4().hex[:10]}"
         if self.store.car(car_id) is None and not fields.get("label"):
             raise InvalidParams("a new car needs a label", {"field": "params.car.label"})
         with self.store.transaction() as db:
             car = self.store.save_car(db, car_id, fields)
-            references = self.store.add_references(db, car_id, self.model, entries)
-        if references:
+            references = self.store.add_references(db, car_id, model, entries)
+        if references and model == self.model:
             self.index.add(np.array([r.id for r in references], np.uint64), np.stack([e[2] for e in entries]))
             self._ref_cars.update({r.id: car_id for r in references})
             self._save_index()
@@ -161,3 +163,9 @@ class Library:
 
     def car_of(self, reference_id: int) -> str:
         return self._ref_cars[reference_id]
+
+    def matching(self) -> tuple[str, ReferenceIndex, Callable[[int], str]]:
+        """The model, index and reference-to-car lookup of this moment, together:
+        a search made with them stays consistent while another model takes over."""
+        with self._writing:
+            return self.model, self.index, self._ref_cars.__getitem__

@@ -376,13 +376,14 @@ class Store:
         )
         return [_detection_row(r) for r in rows], int(total)
 
-    def detection(self, detection_id: int) -> tuple[DetectionRow, np.ndarray] | None:
+    def detection(self, detection_id: int) -> tuple[DetectionRow, np.ndarray, str] | None:
+        """A detection, its embedding, and the models key its photo was tagged with."""
         rows = self._rows(
-            "SELECT d.*, p.path, p.sensor_scale FROM detections d JOIN photos p ON p.id = d.photo_id WHERE d.id = ?", (detection_id,)
-        )
+            "SELECT d.*, p.path, p.sensor_scale, p.models FROM detections d JOIN photos p ON p.id = d.photo_id WHERE d.id = ?",
+            (detection_id,))
         if not rows:
             return None
-        return _detection_row(rows[0]), np.frombuffer(rows[0]["embedding"], "<f4").copy()
+        return _detection_row(rows[0]), np.frombuffer(rows[0]["embedding"], "<f4").copy(), rows[0]["models"]
 
     def detection_vectors(self, detection_ids: list[int]) -> np.ndarray:
         """(N, dim) embeddings of detections, in the order given."""

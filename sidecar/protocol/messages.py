@@ -201,6 +201,18 @@ class EmbedResult(Message):
     dim: int
 
 
+class EmbedderUseParams(RequestParams, kw_only=True):
+    embedder: Annotated[str | None, Meta(
+        description="A model of the manifest (`initialize` lists them); null: the one the sidecar started with.")] = None
+
+
+class EmbedderUseResult(Message):
+    model: Annotated[str, Meta(description="The embedder the library uses now (its adaptation, if it has one).")]
+    embedded: Annotated[int, Meta(description="References embedded by it now (others were already).")]
+    unreadable: Annotated[int, Meta(description="References whose photo could not be read again: left out of its index.")]
+    references: Annotated[int, Meta(description="References in its index.")]
+
+
 def decode_error_path(error: msgspec.ValidationError) -> str:
     """The offending field as `params.a.b`, from msgspec's message
     (`... - at `$.a.b``, and `Object missing required field `c`` for a

@@ -11,7 +11,7 @@ from typing import Any
 
 from sidecar.protocol.messages import (
     AdaptParams, AdaptResult, AdaptRevertResult, CancelParams, Car, CarDetail, CarIdParams, CarsListResult, CarsMergeParams, CarUpdateParams, DetectParams,
-    DetectResult, EmbedParams, EmbedResult, EnrollParams, EntriesImportParams, EntriesImportResult, EnrollResult, ExportParams, ExportResult, IdentifyParams,
+    DetectResult, EmbedderUseParams, EmbedderUseResult, EmbedParams, EmbedResult, EnrollParams, EntriesImportParams, EntriesImportResult, EnrollResult, ExportParams, ExportResult, IdentifyParams,
     IdentifyResult, InitializeParams, InitializeResult, PingResult, ProgressParams, ReferenceIdParams, Removed,
     ResultsQueryParams, ResultsQueryResult, ReviewParams, ReviewResult, TagParams, TagResult,
 )
@@ -42,6 +42,9 @@ METHODS: dict[str, MethodSpec] = {
                    "Find the vehicles in an image: boxes in original-image pixels, best first."),
         MethodSpec("embed", EmbedParams, EmbedResult,
                    "Appearance embedding of an image region (L2-normalised float32)."),
+        MethodSpec("embedder.use", EmbedderUseParams, EmbedderUseResult,
+                   "Switch the library to another embedder: its references are embedded first (progress, cancellable) "
+                   "while identify and tag keep the current model; the new index replaces the old only when complete."),
         MethodSpec("enroll", EnrollParams, EnrollResult,
                    "Create a car, or add references to one, from reference images (the dominant vehicle unless boxes are given)."),
         MethodSpec("entries.import", EntriesImportParams, EntriesImportResult,
