@@ -8,6 +8,11 @@ is read, as identify will read a detected vehicle.
 - missed: frames with a legible number and no reading;
 - wrong: frames where some reading is not the legible number (or any
   reading where none is legible): the figure that must stay near zero.
+
+Then the hand-boxed F1 game cars (bench/labels/f1_game_boxes.csv): every
+car in these screenshots is the player's, painted #19 whatever the team,
+often too small or turned away to read. What the reader returns when the
+crop's text is detected at several resolutions.
 """
 
 from __future__ import annotations
@@ -16,13 +21,18 @@ import statistics
 import sys
 import time
 
-from bench.datasets import DATA_DIR, epfl_frames, epfl_numbers
+from collections import Counter
+
+import msgspec
+
+from bench.datasets import DATA_DIR, epfl_frames, epfl_numbers, f1_boxes
 from sidecar.config import settings_from_env
 from sidecar.engine import Engine
+from sidecar.inference.session import OrtSession
 from sidecar.protocol.messages import ImageRef
 from sidecar.stages.decode import load_image
 from sidecar.stages.embed import crop
-from sidecar.stages.number import NumberReader, NumberReading
+from sidecar.stages.number import NumberReader, NumberReading, TextDetector
 
 
 THRESHOLDS = (0.8, 0.9, 0.97, 0.99, 0.995)
@@ -73,7 +83,28 @@ def main() -> None:
           f"p50 {statistics.median(timings):.1f}, p90 {statistics.quantiles(timings, n=10)[-1]:.1f}")
     for line in score(results, default.min_confidence)[1]:
         print("wrong at the default:", line)
+    f1_readings(engine, default)
 
+
+def f1_readings(engine: Engine, default: NumberReader) -> None:
+    crops = [crop(load_image(ImageRef(path=str(path)), engine.limits), list(box)) for path, box in f1_boxes()]
+    print(f"\nF1 game cars, {len(crops)} hand-boxed crops (longest side p50 "
+          f"{statistics.median(max(c.shape[:2]) for c in crops):.0f} px): readings at least {default.min_confidence} sure")
+    print("| text detector's longest side | crops with a reading | readings | ms per crop p50 |")
+    print("|---|---|---|---|")
+    session = OrtSession(engine.model_file(engine.settings.text_detector), engine.settings.intra_op_threads)
+    for side in (640, 960, 1280, max(max(c.shape[:2]) for c in crops)):
+        spec = msgspec.structs.replace(default.detector.spec, longest_side=side)
+        reader = NumberReader(TextDetector(spec, session), default.reader)
+        texts, timings = [], []
+        for image in crops:
+            started = time.perf_counter()
+            texts.append([r.text for r in reader(image)])
+            timings.append(1000 * (time.perf_counter() - started))
+        found = Counter(t for read in texts for t in read)
+        mark = " (default)" if side == default.detector.spec.longest_side else ""
+        print(f"| {side}{mark} | {sum(bool(t) for t in texts)} | {', '.join(f'{t} x{n}' for t, n in found.most_common()) or '-'} "
+              f"| {statistics.median(timings):.0f} |")
 
 if __name__ == "__main__":
     main()
