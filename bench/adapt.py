@@ -52,7 +52,7 @@ def enroll(engine: Engine, manifest: evaluation.EvalManifest, base: Path) -> Non
 
 
 def figures(engine: Engine, manifests: list[Path]) -> list[evaluation.Report]:
-    policy = match_policy(engine, None, None, 5)
+    policy = match_policy(engine.embedder(), None, None, 5)
     return [evaluation.prepare(engine, path).reports(policy)[0] for path in manifests]
 
 

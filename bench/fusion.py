@@ -68,7 +68,7 @@ def main() -> None:
     if not DATA_DIR.is_dir():
         sys.exit(f"no development data at {DATA_DIR}")
     engine = Engine(settings_from_env())
-    policy = match_policy(engine, None, None, 5)
+    policy = match_policy(engine.embedder(), None, None, 5)
     reader = engine.number_reader()
     print("| manifest | library | signals | true match | wrong match | false match (cars 08-10) | car 04 (#3) true match |")
     print("|---|---|---|---|---|---|---|")

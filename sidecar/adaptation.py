@@ -68,7 +68,7 @@ class Adaptation:
         library = self.engine.library()
         current = self.engine.embedder()
         base_name = current.spec.adapted_from or current.spec.name
-        policy = match_policy(self.engine, None, None, 5)
+        policy = match_policy(current, None, None, 5)
 
         references = library.store.references()
         reference_crops = [self.engine.reference_crop(r.source, r.box) for r in references]

@@ -333,7 +333,7 @@ def _evaluate(args: argparse.Namespace, engine: Engine) -> int:
     from sidecar import evaluation
     from sidecar.identification import match_policy
 
-    policy = match_policy(engine, args.threshold, args.margin, 5)
+    policy = match_policy(engine.embedder(), args.threshold, args.margin, 5)
     reports = []
     for manifest in args.manifests:
         prepared = evaluation.prepare(engine, manifest)

@@ -19,17 +19,18 @@ from sidecar.errors import InvalidParams, NotFound, RpcError
 from sidecar.library.store import CarRow, DetectionRow, NewDetection, ReferenceRow
 from sidecar.protocol.endpoint import RequestContext
 from sidecar.protocol.messages import (
-    AppearanceEvidence, Candidate, Evidence, NumberEvidence, Car, CarChanges, CarDetail, CarIdParams, CarsListResult, CarsMergeParams, CarUpdateParams, EnrollParams,
-    EnrollResult, EnrollWarning, IdentifiedVehicle, IdentifyParams, IdentifyResult, ImageRef, MatchOptions,
-    Reference, ReferenceIdParams, Removed, ResultDetection, ResultsQueryParams, ResultsQueryResult, ReviewParams,
-    ReviewResult, SequenceEvidence, TagFailure, TagParams, TagResult,
+    AppearanceEvidence, Candidate, Car, CarChanges, CarDetail, CarIdParams, CarsListResult, CarsMergeParams,
+    CarUpdateParams, EnrollParams, EnrollResult, EnrollWarning, Evidence, IdentifiedVehicle, IdentifyParams,
+    IdentifyResult, ImageRef, MatchOptions, NumberEvidence, Reference, ReferenceIdParams, Removed, ResultDetection,
+    ResultsQueryParams, ResultsQueryResult, ReviewParams, ReviewResult, SequenceEvidence, TagFailure, TagParams,
+    TagResult,
 )
 from sidecar.stages.decode import (
     IMAGE_SUFFIXES, decode_image, decode_photo, detection_source, load_image, read_file, source_of,
 )
-from sidecar.stages.detect import Detections
-from sidecar.stages.embed import crop
 from sidecar.stages.capture import read_capture
+from sidecar.stages.detect import Detections
+from sidecar.stages.embed import Embedder, crop
 from sidecar.stages.fuse import Fused, fuse, normalise_number, numbers_index
 from sidecar.stages.match import MatchPolicy, car_scores, decide
 from sidecar.stages.raw import RAW_SUFFIXES
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 SEVERAL_VEHICLES_RATIO = 0.5
 ENROLL_MIN_SCORE = 0.2
 
-
+# A tagged detection as a burst may change it: decision, evidence, appearance's score per car.
 Stored = tuple[str, dict[str, Any], dict[str, float | None]]
 
 
@@ -94,9 +95,6 @@ class Identification:
 
     # --- identification --------------------------------------------------------
 
-    def _policy(self, options: MatchOptions) -> MatchPolicy:
-        return match_policy(self.engine, options.threshold, options.margin, options.top_k)
-
     def _identify_image(self, image: np.ndarray, options: MatchOptions, numbers: dict[str, str | None],
                         matcher: Matcher) -> tuple[Detections, np.ndarray, list[Fused]]:
         """Detect, embed, match and (when asked) read and fuse the numbers;
@@ -105,7 +103,7 @@ class Identification:
         vectors = matcher.embedder([crop(image, box) for box in found.boxes])
         # Enough neighbours that top_k distinct cars survive when each has several references.
         reference_ids, similarities = matcher.index.search(vectors, count=max(50, 10 * options.top_k))
-        policy = self._policy(options)
+        policy = match_policy(matcher.embedder, options.threshold, options.margin, options.top_k)
         verdicts = [decide(car_scores(ids, sims, matcher.car_of), policy) for ids, sims in zip(reference_ids, similarities)]
         reader = self.engine.number_reader() if options.read_numbers else None
         cars_by_number = numbers_index(numbers)
@@ -229,7 +227,8 @@ class Identification:
 
     def results_query(self, params: ResultsQueryParams, context: RequestContext) -> ResultsQueryResult:
         rows, total = self.engine.library().store.query_detections(
-            params.car_id, None if params.number is None else normalise_number(params.number), params.decision, params.min_score, params.review, params.limit, params.offset)
+            params.car_id, None if params.number is None else normalise_number(params.number), params.decision,
+            params.min_score, params.review, params.limit, params.offset)
         labels = self._labels()
         return ResultsQueryResult(detections=[_result(r, labels) for r in rows], total=total)
 
@@ -277,11 +276,11 @@ class Identification:
         }
 
 
-def match_policy(engine: Engine, threshold: float | None, margin: float | None, top_k: int) -> MatchPolicy:
-    """The caller's threshold and margin, else the active embedder's calibrated
+def match_policy(embedder: Embedder, threshold: float | None, margin: float | None, top_k: int) -> MatchPolicy:
+    """The caller's threshold and margin, else the embedder's calibrated
     ones: most event photos show cars nobody enrolled, so a false match must be
     rare (the manifest's values keep it near 1% on the real dev sets)."""
-    spec = engine.embedder().spec
+    spec = embedder.spec
     return MatchPolicy(
         threshold=spec.match_threshold if threshold is None else threshold,
         margin=spec.match_margin if margin is None else margin,
