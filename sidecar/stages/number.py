@@ -30,6 +30,10 @@ RACING_NUMBER = re.compile(r"^[0-9]{1,3}[A-Z]?$")
 # stay under it, the painted number over it.
 MIN_CHARACTER_CONFIDENCE = 0.99
 READ_BATCH = 8
+# A racing number is at most 3 digits and a letter; a text line wider than
+# this many heights holds more (sponsors, names) and could not pass the
+# pattern, so it is not recognised at all: most of a livery's text.
+MAX_NUMBER_ASPECT = 4.0
 
 
 @dataclass(frozen=True)
@@ -116,7 +120,8 @@ class NumberReader:
 
     def __call__(self, vehicle: np.ndarray) -> list[NumberReading]:
         """The racing numbers read on a vehicle's crop, surest first."""
-        lines = self.detector(vehicle)
+        lines = [(box, score) for box, score in self.detector(vehicle)
+                 if box[2] - box[0] <= MAX_NUMBER_ASPECT * (box[3] - box[1])]
         texts = self.reader([crop(vehicle, box) for box, _ in lines])
         readings = []
         for (box, _), (text, confidence) in zip(lines, texts):
