@@ -5,9 +5,13 @@ embed, match, read number, fuse) with the library (store, index)."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +30,7 @@ from sidecar.protocol.messages import (
     TagResult,
 )
 from sidecar.stages.decode import (
-    IMAGE_SUFFIXES, decode_image, decode_photo, detection_source, load_image, read_file, source_of,
+    IMAGE_SUFFIXES, Decoded, decode_image, decode_photo, detection_source, load_image, read_file, source_of,
 )
 from sidecar.stages.capture import read_capture
 from sidecar.stages.detect import Detections
@@ -35,6 +39,7 @@ from sidecar.stages.fuse import Fused, fuse, normalise_number, numbers_index
 from sidecar.stages.match import MatchPolicy, car_scores, decide
 from sidecar.stages.raw import RAW_SUFFIXES
 from sidecar.stages.sequence import Shot, Sighting, propagate
+from sidecar.stopwatch import Stopwatch
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +47,17 @@ log = logging.getLogger(__name__)
 # reference photo's subject uncertain.
 SEVERAL_VEHICLES_RATIO = 0.5
 ENROLL_MIN_SCORE = 0.2
+
+@dataclass(frozen=True)
+class Loaded:
+    """A photo of a tag run, read and decoded ahead of the models."""
+
+    path: Path
+    data: bytes = b""
+    content_hash: str = ""
+    decoded: Decoded | None = None
+    failure: TagFailure | None = None
+
 
 # A tagged detection as a burst may change it: decision, evidence, appearance's score per car.
 Stored = tuple[str, dict[str, Any], dict[str, float | None]]
@@ -96,21 +112,23 @@ class Identification:
     # --- identification --------------------------------------------------------
 
     def _identify_image(self, image: np.ndarray, options: MatchOptions, numbers: dict[str, str | None],
-                        matcher: Matcher) -> tuple[Detections, np.ndarray, list[Fused]]:
+                        matcher: Matcher, watch: Stopwatch) -> tuple[Detections, np.ndarray, list[Fused]]:
         """Detect, embed, match and (when asked) read and fuse the numbers;
         `numbers`: car id -> racing number, of every enrolled car."""
-        found = self.engine.detector()(image, options.min_score, self.engine.vehicle_classes(None))
-        vectors = matcher.embedder([crop(image, box) for box in found.boxes])
-        # Enough neighbours that top_k distinct cars survive when each has several references.
-        reference_ids, similarities = matcher.index.search(vectors, count=max(50, 10 * options.top_k))
-        policy = match_policy(matcher.embedder, options.threshold, options.margin, options.top_k)
-        verdicts = [decide(car_scores(ids, sims, matcher.car_of), policy) for ids, sims in zip(reference_ids, similarities)]
-        reader = self.engine.number_reader() if options.read_numbers else None
+        with watch.stage("detect"):
+            found = self.engine.detector()(image, options.min_score, self.engine.vehicle_classes(None))
+        with watch.stage("embed"):
+            vectors = matcher.embedder([crop(image, box) for box in found.boxes])
+        with watch.stage("match"):
+            # Enough neighbours that top_k distinct cars survive when each has several references.
+            reference_ids, similarities = matcher.index.search(vectors, count=max(50, 10 * options.top_k))
+            policy = match_policy(matcher.embedder, options.threshold, options.margin, options.top_k)
+            verdicts = [decide(car_scores(ids, sims, matcher.car_of), policy) for ids, sims in zip(reference_ids, similarities)]
+        with watch.stage("number"):
+            reader = self.engine.number_reader() if options.read_numbers else None
+            readings = [reader.on_vehicle(image, found.reported(i)[0]) if reader else [] for i in range(len(found))]
         cars_by_number = numbers_index(numbers)
-        fused = [
-            fuse(verdict, reader.on_vehicle(image, found.reported(i)[0]) if reader else [], numbers, cars_by_number, policy)
-            for i, verdict in enumerate(verdicts)
-        ]
+        fused = [fuse(verdict, read, numbers, cars_by_number, policy) for verdict, read in zip(verdicts, readings)]
         return found, vectors, fused
 
     def _numbers(self) -> dict[str, str | None]:
@@ -122,7 +140,7 @@ class Identification:
         decoded = decode_image(params.image, self.engine.limits)
         image = decoded.pixels
         context.progress(1, 2, "identify")
-        found, _, fused = self._identify_image(image, params, self._numbers(), self.engine.matcher())
+        found, _, fused = self._identify_image(image, params, self._numbers(), self.engine.matcher(), Stopwatch())
         labels = self._labels()
         return IdentifyResult(
             vehicles=[self._vehicle(found, i, decided, labels) for i, decided in enumerate(fused)],
@@ -159,19 +177,20 @@ class Identification:
         shots: list[Shot] = []
         # What a burst may change, by detection id: decision, evidence and appearance's scores as stored.
         stored: dict[int, Stored] = {}
+        watch = Stopwatch()
         started = time.monotonic()
-        for done, path in enumerate(photos):
+        for done, loaded in enumerate(self._load_ahead(photos, params.rescan, models, watch)):
             rate = done / max(time.monotonic() - started, 1e-6) if done else None
             context.progress(done, len(photos), "tagging", rate)
+            if loaded.failure is not None:
+                failed.append(loaded.failure)
+                continue
+            if loaded.decoded is None:
+                skipped += 1
+                continue
+            path, decoded = loaded.path, loaded.decoded
             try:
-                data = read_file(str(path), self.engine.limits)
-                content_hash = hashlib.sha256(data).hexdigest()
-                if not params.rescan and library.store.photo_done(content_hash, models):
-                    skipped += 1
-                    continue
-                decoded = decode_photo(data, str(path), self.engine.limits)
-                image = decoded.pixels
-                found, vectors, fused = self._identify_image(image, params, numbers, matcher)
+                found, vectors, fused = self._identify_image(decoded.pixels, params, numbers, matcher, watch)
             except RpcError as exc:
                 failed.append(TagFailure(path=str(path), code=exc.code, message=exc.message))
                 continue
@@ -182,16 +201,16 @@ class Identification:
                 numbers_read += decided.number is not None
                 box, score = found.reported(i)
                 detections.append(NewDetection(
-                    box=box, detector_score=score, label=self.engine.detector().labels[int(found.class_ids[i])],
+                    box=scaled(box, decoded.scale), detector_score=score, label=self.engine.detector().labels[int(found.class_ids[i])],
                     decision=verdict.decision, car_id=verdict.car_id, score=verdict.score,
                     candidates=[{"car_id": c.car_id, "score": c.score} for c in verdict.candidates],
                     embedding=vectors[i], number=decided.number.text if decided.number else None,
-                    evidence=msgspec.to_builtins(evidence(decided)),
+                    evidence=msgspec.to_builtins(evidence(decided, decoded.scale)),
                 ))
-            capture = read_capture(data)
-            ids = library.store.save_photo(
-                str(path), content_hash, models, image.shape[1], image.shape[0], decoded.sensor_scale, detections,
-                capture.camera, capture.time)
+            capture = read_capture(loaded.data)
+            with watch.stage("store"):
+                ids = library.store.save_photo(str(path), loaded.content_hash, models, *decoded.size, decoded.sensor_scale,
+                                               detections, capture.camera, capture.time)
             tagged += 1
             if params.sequence_gap_s > 0 and capture.camera is not None and capture.time is not None:
                 shots.append(Shot(capture.camera, capture.time, [
@@ -199,13 +218,47 @@ class Identification:
                     for key, d, f in zip(ids, detections, fused)]))
                 stored.update({key: (d.decision, d.evidence or {}, {c["car_id"]: c["score"] for c in d.candidates})
                                for key, d in zip(ids, detections)})
-        by_sequence = self._decide_bursts(shots, stored, params.sequence_gap_s, counts, matcher.embedder.spec.match_threshold)
-        context.progress(len(photos), len(photos), "done", len(photos) / max(time.monotonic() - started, 1e-6))
+        with watch.stage("bursts"):
+            by_sequence = self._decide_bursts(shots, stored, params.sequence_gap_s, counts, matcher.embedder.spec.match_threshold)
+        elapsed = time.monotonic() - started
+        context.progress(len(photos), len(photos), "done", len(photos) / max(elapsed, 1e-6))
         return TagResult(
             total=len(photos), tagged=tagged, skipped=skipped, failed=failed,
             matched=counts["match"], ambiguous=counts["ambiguous"], unknown=counts["unknown"], numbers=numbers_read,
-            by_sequence=by_sequence,
+            by_sequence=by_sequence, seconds=round(elapsed, 3), stage_seconds=watch.rounded(),
         )
+
+    def _load_ahead(self, photos: list[Path], rescan: bool, models: str, watch: Stopwatch) -> Iterator[Loaded]:
+        """The photos read, hashed and decoded in order, `tag_prefetch` of them
+        ahead in worker threads; at most that many decoded photos wait in memory."""
+        ahead = self.engine.settings.tag_prefetch
+        if ahead <= 0:
+            yield from (self._load(path, rescan, models, watch) for path in photos)
+            return
+        with ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="decode") as pool:
+            pending: deque[Future[Loaded]] = deque()
+            queued = iter(photos)
+            for path in itertools.islice(queued, ahead):
+                pending.append(pool.submit(self._load, path, rescan, models, watch))
+            while pending:
+                loaded = pending.popleft().result()
+                for path in itertools.islice(queued, 1):
+                    pending.append(pool.submit(self._load, path, rescan, models, watch))
+                yield loaded
+
+    def _load(self, path: Path, rescan: bool, models: str, watch: Stopwatch) -> Loaded:
+        """One photo ready to identify; without `decoded` when already tagged (skipped) or unreadable (`failure`)."""
+        try:
+            with watch.stage("read"):
+                data = read_file(str(path), self.engine.limits)
+                content_hash = hashlib.sha256(data).hexdigest()
+            if not rescan and self.engine.library().store.photo_done(content_hash, models):
+                return Loaded(path)
+            with watch.stage("decode"):
+                decoded = decode_photo(data, str(path), self.engine.limits, self.engine.settings.tag_decode_side)
+            return Loaded(path, data, content_hash, decoded)
+        except RpcError as exc:
+            return Loaded(path, failure=TagFailure(path=str(path), code=exc.code, message=exc.message))
 
     def _decide_bursts(self, shots: list[Shot], stored: dict[int, Stored], max_gap_s: float, counts: dict[str, int],
                        link: float) -> int:
@@ -329,14 +382,20 @@ def expand_photos(paths: list[str], recursive: bool) -> Iterator[Path]:
         yield from (p for p in photos if p.suffix.lower() not in RAW_SUFFIXES or p.with_suffix("") not in developed)
 
 
-def evidence(decided: Fused) -> Evidence:
+def scaled(box: list[float], scale: float) -> list[float]:
+    """A box found on a photo decoded smaller, in the photo's pixels."""
+    return box if scale == 1.0 else [round(v * scale, 1) for v in box]
+
+
+def evidence(decided: Fused, scale: float = 1.0) -> Evidence:
+    """Why a vehicle got its decision; `scale`: photo pixels per pixel of the image it was found on."""
     appearance = decided.appearance
     reading = decided.number
     return Evidence(
         decided_by=list(decided.decided_by),
         appearance=AppearanceEvidence(decision=appearance.decision, car_id=appearance.car_id, score=appearance.score),
         number=None if reading is None else NumberEvidence(
-            text=reading.text, confidence=reading.confidence, box=reading.box, car_ids=decided.number_cars),
+            text=reading.text, confidence=reading.confidence, box=scaled(reading.box, scale), car_ids=decided.number_cars),
         conflict=decided.conflict,
     )
 

@@ -9,7 +9,7 @@ import pytest
 
 from sidecar.errors import ImageTooLarge, ImageUnreadable, InvalidParams, MmapOutOfRange
 from sidecar.protocol.messages import ImageRef, MmapImage
-from sidecar.stages.decode import ImageLimits, load_image
+from sidecar.stages.decode import ImageLimits, decode_photo, load_image
 from sidecar.stages.imagesize import header_size
 
 LIMITS = ImageLimits(max_pixels=10_000_000, max_file_bytes=50_000_000)
@@ -119,3 +119,22 @@ def test_header_size_rejects_what_it_does_not_know() -> None:
     assert header_size(b"GIF89a....") is None
     assert header_size(b"\xff\xd8\xff") is None
     assert header_size(b"") is None
+
+
+def test_a_large_jpeg_is_decoded_smaller_when_asked_and_says_by_how_much() -> None:
+    gradient = np.tile(np.linspace(0, 255, 4200, dtype=np.uint8)[None, :, None], (300, 1, 3))
+    jpeg = cv2.imencode(".jpg", gradient)[1].tobytes()
+    full = decode_photo(jpeg, "photo.jpg", LIMITS)
+    assert full.pixels.shape == (300, 4200, 3) and full.scale == 1.0 and full.size == (4200, 300)
+    smaller = decode_photo(jpeg, "photo.jpg", LIMITS, min_side=2048)  # 1/2 keeps 2100 px; 1/4 would be 1050
+    assert smaller.pixels.shape == (150, 2100, 3) and smaller.scale == 2.0 and smaller.size == (4200, 300)
+    assert decode_photo(jpeg, "photo.jpg", LIMITS, min_side=1000).scale == 4.0
+    assert decode_photo(jpeg, "photo.jpg", LIMITS, min_side=4200).scale == 1.0  # never below the asked side
+    png = cv2.imencode(".png", gradient)[1].tobytes()
+    assert decode_photo(png, "photo.png", LIMITS, min_side=1000).scale == 1.0  # only JPEGs scale in the decoder
+
+
+def test_a_turned_jpeg_decoded_smaller_keeps_its_turned_size() -> None:
+    jpeg = exif_orientation_jpeg(gradient(300, 4200), orientation=6)  # 90° clockwise: 300 wide, 4200 tall
+    decoded = decode_photo(jpeg, "photo.jpg", LIMITS, min_side=2048)
+    assert decoded.pixels.shape == (2100, 150, 3) and decoded.size == (300, 4200)

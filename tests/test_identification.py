@@ -236,6 +236,29 @@ def test_switching_embedder_keeps_the_old_one_until_the_new_index_is_complete(tm
         process.kill()
 
 
+def test_a_large_photo_is_tagged_from_a_smaller_decode_and_reported_in_its_own_pixels(tmp_path: Path, dev_data: Path) -> None:
+    frame = next(f for f in epfl_frames() if f.car == 4 and f.frame == 20)
+    event = tmp_path / "event"
+    event.mkdir()
+    factor = 12  # 376x250 -> 4512x3000: decoded at half size
+    big = cv2.resize(cv2.imread(str(frame.path)), None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC)
+    cv2.imwrite(str(event / "large.jpg"), big, [cv2.IMWRITE_JPEG_QUALITY, 92])
+    truth = np.asarray(frame.box) * factor
+    process = SidecarProcess("json")
+    try:
+        open_library(process, tmp_path / "lib")
+        process.request("entries.import", {"rows": [{"number": "3", "label": "Ford #3"}]}, id="e")
+        tagged = process.request("tag", {"images": [str(event)]}, id="tag")["result"]
+        assert (tagged["tagged"], tagged["numbers"]) == (1, 1)
+        (found,) = [d for d in process.request("results.query", {}, id="q")["result"]["detections"]
+                    if _iou(np.asarray(d["box"]), truth) > 0.5]
+        assert found["decision"] == "match" and found["evidence"]["number"]["text"] == "3"
+        reading = np.asarray(found["evidence"]["number"]["box"])
+        assert truth[0] <= reading[0] < reading[2] <= truth[2] and truth[1] <= reading[1] < reading[3] <= truth[3]
+    finally:
+        process.kill()
+
+
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     x1, y1, x2, y2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
     inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)

@@ -706,6 +706,16 @@ export interface TagResult {
    * Vehicles that only their burst named (counted in `matched`).
    */
   by_sequence: number;
+  /**
+   * Wall time of the run.
+   */
+  seconds: number;
+  /**
+   * Seconds per stage (read, decode, detect, embed, match, number, store, bursts), summed over threads: photos are decoded ahead while the models run, so the stages add up to more than `seconds`.
+   */
+  stage_seconds: {
+    [k: string]: number | undefined;
+  };
 }
 
 /** Every request method: its params and result types. */

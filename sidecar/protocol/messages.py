@@ -464,6 +464,10 @@ class TagResult(Message):
     unknown: int
     numbers: Annotated[int, Meta(description="Vehicles whose racing number was read.")]
     by_sequence: Annotated[int, Meta(description="Vehicles that only their burst named (counted in `matched`).")]
+    seconds: Annotated[float, Meta(description="Wall time of the run.")]
+    stage_seconds: Annotated[dict[str, float], Meta(description=(
+        "Seconds per stage (read, decode, detect, embed, match, number, store, bursts), summed over threads: "
+        "photos are decoded ahead while the models run, so the stages add up to more than `seconds`."))]
 
 
 class ResultsQueryParams(Message):

@@ -35,12 +35,26 @@ class ImageLimits:
     max_file_bytes: int
 
 
+# libjpeg decodes a JPEG at 1/2, 1/4 or 1/8 of its size for a fraction of the
+# cost (DCT scaling): largest reduction first.
+_REDUCED_JPEG = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
+
+
 @dataclass(frozen=True)
 class Decoded:
     pixels: np.ndarray
     """(H, W, 3) BGR uint8, EXIF orientation applied."""
     sensor_scale: float | None = None
     """For a RAW file's embedded preview: sensor pixels per preview pixel."""
+    scale: float = 1.0
+    """Photo pixels per decoded pixel: more than 1 when a large JPEG was
+    decoded smaller (`min_side`); boxes found on `pixels` times this are
+    the photo's (the preview's, for a RAW)."""
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the photo (of the preview, for a RAW)."""
+        return round(self.pixels.shape[1] * self.scale), round(self.pixels.shape[0] * self.scale)
 
 
 def source_of(ref: ImageRef) -> str:
@@ -72,16 +86,23 @@ def decode_image(ref: ImageRef, limits: ImageLimits) -> Decoded:
     return decode_photo(read_file(ref.path, limits), ref.path, limits)
 
 
-def decode_photo(data: bytes, source: str, limits: ImageLimits) -> Decoded:
-    """A photo file's bytes; for a camera RAW (by its suffix), its embedded JPEG preview."""
-    if os.path.splitext(source)[1].lower() not in RAW_SUFFIXES:
-        return Decoded(decode_bytes(data, source, limits))
-    preview = embedded_preview(data, source)
-    pixels = decode_bytes(preview.jpeg, source, limits)
-    scale = None
-    if preview.sensor_width and preview.sensor_height:  # long sides: the preview may be rotated by its EXIF
-        scale = round(max(preview.sensor_width, preview.sensor_height) / max(pixels.shape[:2]), 4)
-    return Decoded(pixels, scale)
+def decode_photo(data: bytes, source: str, limits: ImageLimits, min_side: int | None = None) -> Decoded:
+    """A photo file's bytes; for a camera RAW (by its suffix), its embedded
+    JPEG preview. With `min_side`, a JPEG whose longest side is at least
+    twice that is decoded at 1/2, 1/4 or 1/8 of its size, the most that
+    keeps its longest side at `min_side` or more."""
+    raw = os.path.splitext(source)[1].lower() in RAW_SUFFIXES
+    preview = embedded_preview(data, source) if raw else None
+    encoded = preview.jpeg if preview is not None else data
+    pixels = decode_bytes(encoded, source, limits, min_side)
+    size = header_size(bytes(encoded[:65536]))
+    # Long sides: EXIF orientation may have turned the decoded image.
+    full_side = max(size) if size is not None else max(pixels.shape[:2])
+    scale = full_side / max(pixels.shape[:2])
+    sensor_scale = None
+    if preview is not None and preview.sensor_width and preview.sensor_height:
+        sensor_scale = round(max(preview.sensor_width, preview.sensor_height) / full_side, 4)
+    return Decoded(pixels, sensor_scale, scale)
 
 
 def read_file(path: str, limits: ImageLimits) -> bytes:
@@ -102,14 +123,17 @@ def read_file(path: str, limits: ImageLimits) -> bytes:
         raise ImageUnreadable(f"cannot read {path}: {exc.strerror}", {"path": path}) from None
 
 
-def decode_bytes(data: bytes | memoryview, source: str, limits: ImageLimits) -> np.ndarray:
+def decode_bytes(data: bytes | memoryview, source: str, limits: ImageLimits, min_side: int | None = None) -> np.ndarray:
     size = header_size(bytes(data[:65536]))
     if size is not None and size[0] * size[1] > limits.max_pixels:
         raise ImageTooLarge(
             f"{source} is {size[0]}x{size[1]} pixels, over the {limits.max_pixels}-pixel limit",
             {"source": source, "width": size[0], "height": size[1], "max_pixels": limits.max_pixels},
         )
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    flag = cv2.IMREAD_COLOR
+    if min_side is not None and size is not None and bytes(data[:2]) == b"\xff\xd8":
+        flag = next((f for factor, f in _REDUCED_JPEG if max(size) / factor >= min_side), flag)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
     if image is None:
         raise ImageUnreadable(f"{source} is not a decodable JPEG, PNG, WebP or TIFF image", {"source": source})
     return image
