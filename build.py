@@ -353,7 +353,7 @@ def main() -> None:
     yolo_parser.add_argument("--models", type=Path, default=MODELS, help="models folder holding manifest.json (default models/)")
     reid_parser = commands.add_parser("import-reid", help="export a re-identification checkpoint (or ONNX) and register it")
     reid_parser.add_argument("model", type=Path, help="a torchreid or FastReID checkpoint, or an ONNX file (N,3,H,W) -> (N,D)")
-    reid_parser.add_argument("--arch", help="osnet_x1_0, osnet_x0_75, osnet_x0_5, osnet_x0_25, osnet_ibn_x1_0, "
+    reid_parser.add_argument("--arch", help="osnet_x1_0, osnet_x0_75, osnet_x0_5, osnet_x0_25, osnet_ibn_x1_0, osnet_ain_x1_0, "
                              "fastreid-bot-r50-ibn or fastreid-sbs-r50-ibn (checkpoints only)")
     reid_parser.add_argument("--name", help="the model's name in the manifest (default: reid-<file stem>)")
     reid_parser.add_argument("--input", default="256x128", help="HEIGHTxWIDTH the model was trained at (default 256x128; "

@@ -80,13 +80,17 @@ def expected_vector(network: torch.nn.Module, image: np.ndarray, spec: InputSpec
     return vector / np.linalg.norm(vector)
 
 
-def test_a_torchreid_osnet_checkpoint_is_served_as_torch_computes_it(models_dir: Path, tmp_path: Path) -> None:
-    network = random_network("osnet_x0_25", seed=1)
+@pytest.mark.parametrize("arch", ["osnet_x0_25", "osnet_ain_x1_0"])
+def test_a_torchreid_osnet_checkpoint_is_served_as_torch_computes_it(models_dir: Path, tmp_path: Path, arch: str) -> None:
+    network = random_network(arch, seed=1)
     weights = {f"module.{k}": v for k, v in network.state_dict().items()}
     weights["module.classifier.weight"] = torch.randn(751, 512)  # trained for 751 identities: not needed to embed
-    checkpoint = tmp_path / "osnet_x0_25_veri.pth.tar"
+    checkpoint = tmp_path / f"{arch}_veri.pth.tar"
     torch.save({"state_dict": weights, "epoch": 60, "rank1": 0.9}, checkpoint)
-    imported = import_reid(models_dir, checkpoint, "--arch", "osnet_x0_25", "--name", "osnet-test", "--input", "256x128")
+    if arch == "osnet_ain_x1_0":  # OSNet-AIN names its layers otherwise: an OSNet checkpoint is refused
+        wrong = import_reid(models_dir, checkpoint, "--arch", "osnet_x1_0", "--name", "wrong")
+        assert wrong.returncode != 0 and "not a osnet_x1_0" in wrong.stderr
+    imported = import_reid(models_dir, checkpoint, "--arch", arch, "--name", "osnet-test", "--input", "256x128")
     assert imported.returncode == 0, imported.stderr
     entry = next(m for m in json.loads((models_dir / "manifest.json").read_text())["models"] if m["name"] == "osnet-test")
     assert (entry["output_dim"], entry["input"]["height"], entry["input"]["width"]) == (512, 256, 128)

@@ -1,5 +1,5 @@
 """Re-identification networks whose checkpoints users bring: torchreid's
-OSNet and FastReID's ResNet-IBN baselines (bag of tricks, stronger
+OSNet (and OSNet-AIN) and FastReID's ResNet-IBN baselines (bag of tricks, stronger
 baseline). Written here so no training framework is installed; module and
 parameter names follow each project's, so their checkpoints load as they
 are. Inference only: each network returns the embedding its project
@@ -37,15 +37,16 @@ class Conv1x1(ConvLayer):
 
 
 class Conv1x1Linear(nn.Module):
-    """1x1 conv -> BN, no activation."""
+    """1x1 conv -> BN (unless the block normalises otherwise), no activation."""
 
-    def __init__(self, channels_in: int, channels_out: int) -> None:
+    def __init__(self, channels_in: int, channels_out: int, batch_norm: bool = True) -> None:
         super().__init__()
         self.conv = nn.Conv2d(channels_in, channels_out, 1, bias=False)
-        self.bn = nn.BatchNorm2d(channels_out)
+        self.bn = nn.BatchNorm2d(channels_out) if batch_norm else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.conv(x))
+        x = self.conv(x)
+        return x if self.bn is None else self.bn(x)
 
 
 class LightConv3x3(nn.Module):
@@ -122,6 +123,62 @@ class OSNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv5(self.conv4(self.conv3(self.conv2(self.maxpool(self.conv1(x))))))
+        return self.fc(torch.flatten(self.global_avgpool(x), 1))
+
+
+class LightConvStream(nn.Module):
+    """`depth` light 3x3 convolutions in a row (OSNet-AIN's naming of a stream)."""
+
+    def __init__(self, channels: int, depth: int) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(*(LightConv3x3(channels, channels) for _ in range(depth)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class AINBlock(nn.Module):
+    """OSNet-AIN's omni-scale block; with `instance_norm`, instance norm inside
+    the residual branch in place of the last batch norm (its OSBlockINin)."""
+
+    def __init__(self, channels_in: int, channels_out: int, instance_norm: bool) -> None:
+        super().__init__()
+        mid = channels_out // 4
+        self.conv1 = Conv1x1(channels_in, mid)
+        self.conv2 = nn.ModuleList(LightConvStream(mid, depth) for depth in range(1, 5))
+        self.gate = ChannelGate(mid)
+        self.conv3 = Conv1x1Linear(mid, channels_out, batch_norm=not instance_norm)
+        self.downsample = Conv1x1Linear(channels_in, channels_out) if channels_in != channels_out else None
+        self.IN = nn.InstanceNorm2d(channels_out, affine=True) if instance_norm else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        reduced = self.conv1(x)
+        branch = self.conv3(sum(self.gate(stream(reduced)) for stream in self.conv2))
+        if self.IN is not None:
+            branch = self.IN(branch)
+        return F.relu(branch + (x if self.downsample is None else self.downsample(x)))
+
+
+class OSNetAIN(nn.Module):
+    """OSNet-AIN x1.0 (Zhou et al., TPAMI 2021): instance norm in the stem and
+    in the blocks its architecture search chose."""
+
+    def __init__(self, channels: tuple[int, int, int, int] = (64, 256, 384, 512), feature_dim: int = 512) -> None:
+        super().__init__()
+        self.conv1 = ConvLayer(3, channels[0], 7, stride=2, padding=3, instance_norm=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.conv2 = nn.Sequential(AINBlock(channels[0], channels[1], True), AINBlock(channels[1], channels[1], True))
+        self.pool2 = nn.Sequential(Conv1x1(channels[1], channels[1]), nn.AvgPool2d(2, stride=2))
+        self.conv3 = nn.Sequential(AINBlock(channels[1], channels[2], False), AINBlock(channels[2], channels[2], True))
+        self.pool3 = nn.Sequential(Conv1x1(channels[2], channels[2]), nn.AvgPool2d(2, stride=2))
+        self.conv4 = nn.Sequential(AINBlock(channels[2], channels[3], True), AINBlock(channels[3], channels[3], False))
+        self.conv5 = Conv1x1(channels[3], channels[3])
+        self.global_avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Sequential(nn.Linear(channels[3], feature_dim), nn.BatchNorm1d(feature_dim), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool2(self.conv2(self.maxpool(self.conv1(x))))
+        x = self.conv5(self.conv4(self.pool3(self.conv3(x))))
         return self.fc(torch.flatten(self.global_avgpool(x), 1))
 
 
@@ -282,6 +339,7 @@ Builder = Callable[[dict[str, torch.Tensor]], nn.Module]
 ARCHITECTURES: dict[str, Builder] = {
     **{name: _osnet(widths) for name, widths in OSNET_WIDTHS.items()},
     "osnet_ibn_x1_0": _osnet(OSNET_WIDTHS["osnet_x1_0"], instance_norm=True),
+    "osnet_ain_x1_0": lambda weights: OSNetAIN(),
     "fastreid-bot-r50-ibn": lambda weights: FastReIDBaseline(ibn=True),
     "fastreid-sbs-r50-ibn": lambda weights: FastReIDBaseline(ibn=True, non_local_inner=_non_local_inner(weights), gem=True),
 }
