@@ -46,7 +46,7 @@ QUIET = quiet_context()
 LIMITS = ImageLimits(max_pixels=200_000_000, max_file_bytes=512 * 1024 * 1024)
 UPSCALE = 16  # 376x250 EPFL frames -> 6016x4000, 24 MP
 PIPELINES = {
-    "naive": {"LIVERYID_TAG_DECODE_SIDE": "1000000", "LIVERYID_TAG_PREFETCH": "0"},
+    "naive": {"LIVERYID_DECODE_SIDE": "1000000", "LIVERYID_TAG_PREFETCH": "0"},
     "default": {},
 }
 STAGES = ["read", "decode", "detect", "embed", "match", "number", "store", "bursts"]

@@ -36,10 +36,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # the latency of a single call on a two-core machine (detect 57 -> 37 ms,
     # `python -m bench.speed`); batch throughput is tuned separately.
     intra_op_threads: int = 2
-    # tag decodes a large JPEG at 1/2, 1/4 or 1/8 size (libjpeg's DCT scaling,
-    # several times faster) while its longest side stays at least this: the
-    # detector needs 416 px, the embedder 224, the number reader 960 per car.
-    tag_decode_side: int = 2048
+    # identify and tag decode a large JPEG at 1/2, 1/4 or 1/8 size (libjpeg's
+    # DCT scaling, several times faster) while its longest side stays at least
+    # this: the detector needs 416 px, the embedder 224, the number reader 960 per car.
+    decode_side: int = 2048
     # Photos tag reads and decodes ahead in worker threads while the models
     # run (OpenCV and hashlib release the GIL); 0 does everything in turn.
     tag_prefetch: int = 2

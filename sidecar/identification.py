@@ -137,29 +137,29 @@ class Identification:
     def identify(self, params: IdentifyParams, context: RequestContext) -> IdentifyResult:
         self.engine.library()  # fail before decoding when no library is open
         context.progress(0, 2, "decode")
-        decoded = decode_image(params.image, self.engine.limits)
-        image = decoded.pixels
+        decoded = decode_image(params.image, self.engine.limits, self.engine.settings.decode_side)
         context.progress(1, 2, "identify")
-        found, _, fused = self._identify_image(image, params, self._numbers(), self.engine.matcher(), Stopwatch())
+        found, _, fused = self._identify_image(decoded.pixels, params, self._numbers(), self.engine.matcher(), Stopwatch())
         labels = self._labels()
+        width, height = decoded.size
         return IdentifyResult(
-            vehicles=[self._vehicle(found, i, decided, labels) for i, decided in enumerate(fused)],
-            width=image.shape[1], height=image.shape[0], sensor_scale=decoded.sensor_scale,
+            vehicles=[self._vehicle(found, i, decided, labels, decoded.scale) for i, decided in enumerate(fused)],
+            width=width, height=height, sensor_scale=decoded.sensor_scale,
         )
 
     def _labels(self) -> dict[str, str]:
         return {car.id: car.label for car in self.engine.library().store.cars()}
 
-    def _vehicle(self, found: Detections, i: int, decided: Fused, labels: dict[str, str]) -> IdentifiedVehicle:
+    def _vehicle(self, found: Detections, i: int, decided: Fused, labels: dict[str, str], scale: float) -> IdentifiedVehicle:
         box, score = found.reported(i)
         verdict = decided.verdict
         return IdentifiedVehicle(
-            box=box,
+            box=scaled(box, scale),
             detector_score=score,
             label=self.engine.detector().labels[int(found.class_ids[i])],
             decision=verdict.decision, car_id=verdict.car_id, score=verdict.score,
             candidates=[Candidate(car_id=c.car_id, label=labels.get(c.car_id, ""), score=c.score) for c in verdict.candidates],
-            evidence=evidence(decided),
+            evidence=evidence(decided, scale),
         )
 
     # --- tagging an event --------------------------------------------------------
@@ -255,7 +255,7 @@ class Identification:
             if not rescan and self.engine.library().store.photo_done(content_hash, models):
                 return Loaded(path)
             with watch.stage("decode"):
-                decoded = decode_photo(data, str(path), self.engine.limits, self.engine.settings.tag_decode_side)
+                decoded = decode_photo(data, str(path), self.engine.limits, self.engine.settings.decode_side)
             return Loaded(path, data, content_hash, decoded)
         except RpcError as exc:
             return Loaded(path, failure=TagFailure(path=str(path), code=exc.code, message=exc.message))
@@ -387,7 +387,7 @@ def scaled(box: list[float], scale: float) -> list[float]:
     return box if scale == 1.0 else [round(v * scale, 1) for v in box]
 
 
-def evidence(decided: Fused, scale: float = 1.0) -> Evidence:
+def evidence(decided: Fused, scale: float) -> Evidence:
     """Why a vehicle got its decision; `scale`: photo pixels per pixel of the image it was found on."""
     appearance = decided.appearance
     reading = decided.number

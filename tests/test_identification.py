@@ -236,7 +236,7 @@ def test_switching_embedder_keeps_the_old_one_until_the_new_index_is_complete(tm
         process.kill()
 
 
-def test_a_large_photo_is_tagged_from_a_smaller_decode_and_reported_in_its_own_pixels(tmp_path: Path, dev_data: Path) -> None:
+def test_a_large_photo_is_analysed_from_a_smaller_decode_and_reported_in_its_own_pixels(tmp_path: Path, dev_data: Path) -> None:
     frame = next(f for f in epfl_frames() if f.car == 4 and f.frame == 20)
     event = tmp_path / "event"
     event.mkdir()
@@ -255,6 +255,11 @@ def test_a_large_photo_is_tagged_from_a_smaller_decode_and_reported_in_its_own_p
         assert found["decision"] == "match" and found["evidence"]["number"]["text"] == "3"
         reading = np.asarray(found["evidence"]["number"]["box"])
         assert truth[0] <= reading[0] < reading[2] <= truth[2] and truth[1] <= reading[1] < reading[3] <= truth[3]
+        identified = process.request("identify", {"image": {"path": str(event / "large.jpg")}}, id="i")["result"]
+        assert (identified["width"], identified["height"]) == (4512, 3000)
+        vehicle = max(identified["vehicles"], key=lambda v: _iou(np.asarray(v["box"]), truth))
+        assert _iou(np.asarray(vehicle["box"]), np.asarray(found["box"])) > 0.95  # identify and tag see the same
+        assert vehicle["evidence"]["number"]["box"] == found["evidence"]["number"]["box"]
     finally:
         process.kill()
 

@@ -79,11 +79,12 @@ def load_image(ref: ImageRef, limits: ImageLimits) -> np.ndarray:
     return decode_image(ref, limits).pixels
 
 
-def decode_image(ref: ImageRef, limits: ImageLimits) -> Decoded:
+def decode_image(ref: ImageRef, limits: ImageLimits, min_side: int | None = None) -> Decoded:
+    """A path's photo (see `decode_photo` for `min_side`) or a client's buffer (decoded whole)."""
     if ref.mmap is not None:
         return Decoded(_load_mmap(ref.mmap, limits))
     assert ref.path is not None
-    return decode_photo(read_file(ref.path, limits), ref.path, limits)
+    return decode_photo(read_file(ref.path, limits), ref.path, limits, min_side)
 
 
 def decode_photo(data: bytes, source: str, limits: ImageLimits, min_side: int | None = None) -> Decoded:
