@@ -23,6 +23,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from bench.datasets import DATA_DIR, epfl_frames
 from bench.manifests import epfl
 from sidecar.config import settings_from_env
@@ -34,15 +36,10 @@ from sidecar.protocol.messages import (
     CarFields, EnrollParams, EntriesImportParams, Entry, ImageRef, InitializeParams, ResultDetection, ResultsQueryParams,
     TagParams,
 )
+from sidecar.stages.detect import box_iou
 
 NUMBERED_CAR = "04"
 QUIET = quiet_context()
-
-
-def iou(a: list[float], b: tuple[float, float, float, float]) -> float:
-    x1, y1, x2, y2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def main() -> None:
@@ -77,7 +74,7 @@ def main() -> None:
             best: dict[str, tuple[float, ResultDetection]] = {}
             for detection in detections:
                 name = Path(detection.path).name
-                overlap = iou(detection.box, frames[name].box)
+                overlap = float(box_iou(np.asarray([detection.box]), np.asarray([frames[name].box]))[0, 0])
                 if overlap >= 0.5 and (name not in best or overlap > best[name][0]):
                     best[name] = (overlap, detection)
             outcome: Counter[str] = Counter()
