@@ -131,16 +131,15 @@ class Identification:
         fused = [fuse(verdict, read, numbers, cars_by_number, policy) for verdict, read in zip(verdicts, readings)]
         return found, vectors, fused
 
-    def _numbers(self) -> dict[str, str | None]:
-        return {car.id: car.number for car in self.engine.library().store.cars()}
-
     def identify(self, params: IdentifyParams, context: RequestContext) -> IdentifyResult:
         self.engine.library()  # fail before decoding when no library is open
         context.progress(0, 2, "decode")
         decoded = decode_image(params.image, self.engine.limits, self.engine.settings.decode_side)
         context.progress(1, 2, "identify")
-        found, _, fused = self._identify_image(decoded.pixels, params, self._numbers(), self.engine.matcher(), Stopwatch())
-        labels = self._labels()
+        cars = self.engine.library().store.cars()
+        numbers = {car.id: car.number for car in cars}
+        found, _, fused = self._identify_image(decoded.pixels, params, numbers, self.engine.matcher(), Stopwatch())
+        labels = {car.id: car.label for car in cars}
         width, height = decoded.size
         return IdentifyResult(
             vehicles=[self._vehicle(found, i, decided, labels, decoded.scale) for i, decided in enumerate(fused)],
@@ -170,7 +169,7 @@ class Identification:
         # One embedder and index for the whole run, whatever `embedder.use` does meanwhile.
         matcher = self.engine.matcher()
         models = self.engine.models_key(params.read_numbers, matcher.embedder)
-        numbers = self._numbers()
+        numbers = {car.id: car.number for car in library.store.cars()}
         counts = {"match": 0, "ambiguous": 0, "unknown": 0}
         tagged = skipped = numbers_read = 0
         failed: list[TagFailure] = []
