@@ -95,8 +95,7 @@ def decode_photo(data: bytes, source: str, limits: ImageLimits, min_side: int | 
     raw = os.path.splitext(source)[1].lower() in RAW_SUFFIXES
     preview = embedded_preview(data, source) if raw else None
     encoded = preview.jpeg if preview is not None else data
-    pixels = decode_bytes(encoded, source, limits, min_side)
-    size = header_size(bytes(encoded[:65536]))
+    pixels, size = _decode_with_size(encoded, source, limits, min_side)
     # Long sides: EXIF orientation may have turned the decoded image.
     full_side = max(size) if size is not None else max(pixels.shape[:2])
     scale = full_side / max(pixels.shape[:2])
@@ -124,7 +123,13 @@ def read_file(path: str, limits: ImageLimits) -> bytes:
         raise ImageUnreadable(f"cannot read {path}: {exc.strerror}", {"path": path}) from None
 
 
-def decode_bytes(data: bytes | memoryview, source: str, limits: ImageLimits, min_side: int | None = None) -> np.ndarray:
+def decode_bytes(data: bytes | memoryview, source: str, limits: ImageLimits) -> np.ndarray:
+    return _decode_with_size(data, source, limits, None)[0]
+
+
+def _decode_with_size(data: bytes | memoryview, source: str, limits: ImageLimits, min_side: int | None
+                      ) -> tuple[np.ndarray, tuple[int, int] | None]:
+    """The decoded image and the (width, height) its header gives, checked against the limits first."""
     size = header_size(bytes(data[:65536]))
     if size is not None and size[0] * size[1] > limits.max_pixels:
         raise ImageTooLarge(
@@ -137,7 +142,7 @@ def decode_bytes(data: bytes | memoryview, source: str, limits: ImageLimits, min
     image = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
     if image is None:
         raise ImageUnreadable(f"{source} is not a decodable JPEG, PNG, WebP or TIFF image", {"source": source})
-    return image
+    return image, size
 
 
 def _load_mmap(ref: MmapImage, limits: ImageLimits) -> np.ndarray:
