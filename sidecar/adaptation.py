@@ -35,6 +35,7 @@ from sidecar.evaluation import ReferenceCheck, reference_check
 from sidecar.identification import expand_photos, match_policy
 from sidecar.inference.manifest import EmbedderSpec, Training, sha256_of
 from sidecar.inference.session import OrtSession
+from sidecar.inference.turns import background
 from sidecar.library.library import Library
 from sidecar.protocol.endpoint import RequestContext
 from sidecar.protocol.messages import AdaptParams, AdaptResult, AdaptRevertResult, TagFailure
@@ -57,6 +58,7 @@ class Adaptation:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
+    @background()
     def adapt(self, params: AdaptParams, context: RequestContext) -> AdaptResult:
         try:
             from sidecar.training import adapt as training

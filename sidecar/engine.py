@@ -25,6 +25,7 @@ from sidecar.inference.manifest import (
     verified_path,
 )
 from sidecar.inference.session import OrtSession
+from sidecar.inference.turns import background, interactive
 from sidecar.library.index import ReferenceIndex
 from sidecar.library.library import Library
 from sidecar.protocol.endpoint import RequestContext
@@ -153,6 +154,7 @@ class Engine:
             log.warning("%d reference(s) cannot be read again to embed them with %s", unreadable, embedder.key)
         return embedded, unreadable
 
+    @background()
     def use_embedder(self, params: EmbedderUseParams, context: RequestContext) -> EmbedderUseResult:
         """Switch the open library to another embedder. Its references are
         embedded first, while identify and tag keep using the current model
@@ -291,6 +293,7 @@ class Engine:
             ),
         )
 
+    @interactive()
     def detect(self, params: DetectParams, context: RequestContext) -> DetectResult:
         detector = self.detector()
         class_ids = self.vehicle_classes(params.classes)
@@ -305,6 +308,7 @@ class Engine:
             width=image.shape[1], height=image.shape[0], model=detector.spec.name, sensor_scale=decoded.sensor_scale,
         )
 
+    @interactive()
     def embed(self, params: EmbedParams, context: RequestContext) -> EmbedResult:
         embedder = self.embedder()
         if params.box is not None and not (params.box[2] > params.box[0] and params.box[3] > params.box[1]):

@@ -19,6 +19,7 @@ import msgspec
 import numpy as np
 
 from sidecar.engine import Engine, Matcher
+from sidecar.inference.turns import MODEL_TURNS, background, interactive
 from sidecar.errors import InvalidParams, NotFound, RpcError
 from sidecar.library.store import CarRow, DetectionRow, NewDetection, ReferenceRow
 from sidecar.protocol.endpoint import RequestContext
@@ -69,6 +70,7 @@ class Identification:
 
     # --- cars ----------------------------------------------------------------
 
+    @interactive()
     def enroll(self, params: EnrollParams, context: RequestContext) -> EnrollResult:
         library = self.engine.library()
         if params.boxes is not None and len(params.boxes) != len(params.images):
@@ -131,6 +133,7 @@ class Identification:
         fused = [fuse(verdict, read, numbers, cars_by_number, policy) for verdict, read in zip(verdicts, readings)]
         return found, vectors, fused
 
+    @interactive()
     def identify(self, params: IdentifyParams, context: RequestContext) -> IdentifyResult:
         self.engine.library()  # fail before decoding when no library is open
         context.progress(0, 2, "decode")
@@ -163,6 +166,7 @@ class Identification:
 
     # --- tagging an event --------------------------------------------------------
 
+    @background()  # pauses for identify and the other interactive requests (inference/turns.py)
     def tag(self, params: TagParams, context: RequestContext) -> TagResult:
         library = self.engine.library()
         photos = sorted(set(expand_photos(params.images, params.recursive)))
@@ -253,6 +257,7 @@ class Identification:
                 content_hash = hashlib.sha256(data).hexdigest()
             if not rescan and self.engine.library().store.photo_done(content_hash, models):
                 return Loaded(path)
+            MODEL_TURNS.pause_for_interactive()
             with watch.stage("decode"):
                 decoded = decode_photo(data, str(path), self.engine.limits, self.engine.settings.decode_side)
             return Loaded(path, data, content_hash, decoded)

@@ -7,10 +7,13 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from sidecar.inference.turns import MODEL_TURNS
+
 
 class OrtSession:
-    """An ONNX Runtime CPU session with explicit thread counts, so that two
-    models running side by side do not oversubscribe the cores."""
+    """An ONNX Runtime CPU session with explicit thread counts, its runs
+    taking turns with every other session's (`turns.py`) so that models do
+    not oversubscribe the cores and interactive requests go first."""
 
     def __init__(self, path: Path, intra_op_threads: int) -> None:
         options = ort.SessionOptions()
@@ -27,4 +30,5 @@ class OrtSession:
         return dict(self._session.get_modelmeta().custom_metadata_map)
 
     def run(self, outputs: list[str], inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return self._session.run(outputs, inputs)
+        with MODEL_TURNS.turn():
+            return self._session.run(outputs, inputs)

@@ -1,0 +1,103 @@
+"""Model runs take turns, and background work pauses for interactive requests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import nullcontext
+
+from sidecar.inference.turns import ModelTurns, background
+
+
+def wait_until(condition, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.001)
+
+
+def test_an_interactive_request_goes_before_background_runs_that_waited_longer() -> None:
+    turns = ModelTurns()
+    order: list[str] = []
+    release, holding, identify_in = threading.Event(), threading.Event(), threading.Event()
+
+    def tag_run(name: str, hold: bool) -> None:
+        with background(), turns.turn():
+            order.append(name)
+            if hold:
+                holding.set()
+                release.wait(5)
+
+    def identify() -> None:
+        with turns.interactive():
+            identify_in.set()
+            with turns.turn():
+                order.append("identify detect")
+            time.sleep(0.02)  # between its runs (cropping, say) the tag must not slip in
+            with turns.turn():
+                order.append("identify embed")
+
+    threads = [threading.Thread(target=tag_run, args=("tag photo 1", True))]
+    threads[0].start()
+    holding.wait(5)
+    threads.append(threading.Thread(target=tag_run, args=("tag photo 2", False)))
+    threads[1].start()
+    time.sleep(0.05)  # photo 2 queues first
+    threads.append(threading.Thread(target=identify))
+    threads[2].start()
+    identify_in.wait(5)
+    release.set()
+    for thread in threads:
+        thread.join(5)
+    assert order == ["tag photo 1", "identify detect", "identify embed", "tag photo 2"]
+
+
+def test_decoding_ahead_pauses_while_an_interactive_request_is_in_flight() -> None:
+    turns = ModelTurns()
+    decoded = threading.Event()
+    with turns.interactive():
+        decoder = threading.Thread(target=lambda: (turns.pause_for_interactive(), decoded.set()))
+        decoder.start()
+        assert not decoded.wait(0.1)
+    assert decoded.wait(5)
+    decoder.join(5)
+
+
+def test_runs_never_overlap() -> None:
+    turns = ModelTurns()
+    inside = most = 0
+    lock = threading.Lock()
+
+    def run(is_background: bool) -> None:
+        nonlocal inside, most
+        for _ in range(20):
+            with background() if is_background else nullcontext(), turns.turn():
+                with lock:
+                    inside += 1
+                    most = max(most, inside)
+                time.sleep(0.0005)
+                with lock:
+                    inside -= 1
+
+    threads = [threading.Thread(target=run, args=(i % 2 == 0,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert most == 1
+
+
+def test_background_marks_only_its_own_thread() -> None:
+    turns = ModelTurns()
+    ran = threading.Event()
+
+    def run() -> None:
+        with turns.turn():
+            ran.set()
+
+    with turns.interactive(), background():
+        # Started from a background block, this thread is not background: it runs during the interactive request.
+        other = threading.Thread(target=run)
+        other.start()
+        assert ran.wait(5)
+        other.join(5)
