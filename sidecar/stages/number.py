@@ -22,7 +22,7 @@ import numpy as np
 from sidecar.inference.manifest import TextDetectorSpec, TextReaderSpec
 from sidecar.inference.session import OrtSession
 from sidecar.stages.embed import crop, crop_bounds
-from sidecar.stages.preprocess import to_tensor
+from sidecar.stages.preprocess import halved, to_tensor
 
 RACING_NUMBER = re.compile(r"^[0-9]{1,3}[A-Z]?$")
 # Every character of a reading must be at least this sure: on the EPFL cars
@@ -57,7 +57,8 @@ class TextDetector:
         # upscaled pixels add detection time and false text, not detail.
         scale = min(1.0, self.spec.longest_side / max(height, width))
         rows, cols = (max(32, int(round(side * scale / 32)) * 32) for side in (height, width))
-        resized = cv2.resize(image, (cols, rows), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+        resized = cv2.resize(halved(image, cols, rows)[0], (cols, rows),
+                             interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
         (probability,) = self._session.run([self.spec.output], {self.spec.input.name: to_tensor([resized], self.spec.input)})
         text_map = probability[0, 0]
         mask = (text_map > self.spec.threshold).astype(np.uint8)

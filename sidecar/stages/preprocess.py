@@ -38,6 +38,22 @@ def resize_by(image: np.ndarray, scale: float) -> np.ndarray:
     return cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
 
 
+def halved(image: np.ndarray, width: int, height: int) -> tuple[np.ndarray, int]:
+    """`image` halved (means of 2x2 pixels) as long as it stays at least
+    `width` x `height`, the size it is about to be resized to, and the factor
+    it was shrunk by. OpenCV's area resize is several times faster for an
+    exact halving than for any other factor (a 3008x2000 photo to the
+    detector's 416x277: 11 ms in one step, 4 ms halving first) and the result
+    is nearly the same. For the stages' inference; training keeps the
+    one-step resize its models were built with."""
+    factor = 1
+    while image.shape[1] >= 2 * width and image.shape[0] >= 2 * height:
+        even_h, even_w = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2
+        image = cv2.resize(image[:even_h, :even_w], (even_w // 2, even_h // 2), interpolation=cv2.INTER_AREA)
+        factor *= 2
+    return image, factor
+
+
 def shrink(image: np.ndarray, longest: int) -> np.ndarray:
     """`image` with its longest side at most `longest` pixels: training keeps
     crops just large enough for its augmentations, not whole photos."""
@@ -58,12 +74,17 @@ def letterbox(image: np.ndarray, width: int, height: int) -> tuple[np.ndarray, L
 
 
 def to_tensor(images: list[np.ndarray], spec: InputSpec) -> np.ndarray:
-    """(N, H, W, 3) BGR uint8 images of the input size -> normalised NCHW float32."""
-    batch = np.stack(images).astype(np.float32)
-    if spec.channel_order == "rgb":
-        batch = batch[..., ::-1]
-    batch *= spec.scale
-    batch -= np.asarray(spec.mean, np.float32)
-    batch /= np.asarray(spec.std, np.float32)
-    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
-
+    """(N, H, W, 3) BGR uint8 images of the input size -> normalised NCHW float32.
+    Channel plane by plane, in place: the same float32 operations as
+    normalising the whole batch and transposing it, several times faster."""
+    height, width = images[0].shape[:2] if images else (spec.height, spec.width)
+    out = np.empty((len(images), 3, height, width), np.float32)
+    sources = (2, 1, 0) if spec.channel_order == "rgb" else (0, 1, 2)
+    mean, std = np.asarray(spec.mean, np.float32), np.asarray(spec.std, np.float32)
+    for image, planes in zip(images, out):
+        for channel, (source, plane) in enumerate(zip(sources, planes)):
+            plane[...] = image[:, :, source]
+            plane *= spec.scale
+            plane -= mean[channel]
+            plane /= std[channel]
+    return out
