@@ -45,9 +45,13 @@ from sidecar.stages.decode import ImageLimits, load_image
 QUIET = quiet_context()
 LIMITS = ImageLimits(max_pixels=200_000_000, max_file_bytes=512 * 1024 * 1024)
 UPSCALE = 16  # 376x250 EPFL frames -> 6016x4000, 24 MP
-PIPELINES = {
-    "naive": {"LIVERYID_DECODE_SIDE": "1000000", "LIVERYID_TAG_PREFETCH": "0"},
-    "default": {},
+# name: (environment, tag reads numbers)
+PIPELINES: dict[str, tuple[dict[str, str], bool]] = {
+    # Full-size decode, everything in turn, ONNX Runtime's threads spinning as they do by default.
+    "naive": ({"LIVERYID_DECODE_SIDE": "1000000", "LIVERYID_DECODE_SIDE_WITHOUT_NUMBERS": "1000000",
+               "LIVERYID_TAG_PREFETCH": "0", "LIVERYID_SPIN_WAIT": "true"}, True),
+    "default": ({}, True),
+    "default, numbers not read": ({}, False),
 }
 STAGES = ["read", "decode", "detect", "embed", "match", "number", "store", "bursts"]
 
@@ -87,13 +91,13 @@ def enroll(library: Path) -> None:
     engine.close()
 
 
-def run_pipeline(photos: Path, library: Path) -> None:
+def run_pipeline(photos: Path, library: Path, read_numbers: bool) -> None:
     """One pipeline, in this process: tag, then print what it measured as one JSON line."""
     engine = Engine(settings_from_env())
     engine.initialize(InitializeParams(library=str(library)), QUIET)
     identification = Identification(engine)
     cpu_started, started = time.process_time(), time.perf_counter()
-    result = identification.tag(TagParams(images=[str(photos)]), QUIET)
+    result = identification.tag(TagParams(images=[str(photos)], read_numbers=read_numbers), QUIET)
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     detections = identification.results_query(ResultsQueryParams(limit=10000), QUIET).detections
     matched: dict[str, list[str]] = {}
@@ -108,13 +112,23 @@ def run_pipeline(photos: Path, library: Path) -> None:
     engine.close()
 
 
+def tag_in_process(photos: Path, enrolled: Path, library: Path, env: dict[str, str], read_numbers: bool) -> dict[str, Any]:
+    """Tag `photos` into a copy of the `enrolled` library in a process of its own; what it measured."""
+    shutil.copytree(enrolled, library, ignore=shutil.ignore_patterns("*.lock"))
+    command = [sys.executable, "-m", "bench.throughput", "--run", str(photos), str(library)]
+    out = subprocess.run(command + ([] if read_numbers else ["--no-numbers"]), env={**os.environ, **env},
+                         capture_output=True, text=True, check=True).stdout
+    return dict(json.loads(out.strip().splitlines()[-1]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=int, default=60)
     parser.add_argument("--run", nargs=2, type=Path, metavar=("PHOTOS", "LIBRARY"), help=argparse.SUPPRESS)
+    parser.add_argument("--no-numbers", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:
-        run_pipeline(*args.run)
+        run_pipeline(args.run[0], args.run[1], read_numbers=not args.no_numbers)
         return
     if not DATA_DIR.is_dir():
         sys.exit(f"no development data at {DATA_DIR}")
@@ -124,12 +138,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "enrolled"
         enroll(base)
-        for name, env in PIPELINES.items():
-            library = Path(tmp) / name
-            shutil.copytree(base, library, ignore=shutil.ignore_patterns("*.lock"))
-            out = subprocess.run([sys.executable, "-m", "bench.throughput", "--run", str(photos[0].parent), str(library)],
-                                 env={**os.environ, **env}, capture_output=True, text=True, check=True).stdout
-            results[name] = json.loads(out.strip().splitlines()[-1])
+        for index, (name, (env, read_numbers)) in enumerate(PIPELINES.items()):
+            results[name] = tag_in_process(photos[0].parent, base, Path(tmp) / str(index), env, read_numbers)
     print(f"{len(photos)} photos of 6016x4000 px (24 MP, JPEG q92), 40 enrolled cars, {cores} cores")
     print("| pipeline | photos/s | " + " | ".join(f"{s} ms" for s in STAGES) + " | CPU use | peak RSS MB |")
     print("|---|---|" + "---|" * len(STAGES) + "---|---|")

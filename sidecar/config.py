@@ -36,10 +36,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # the latency of a single call on a two-core machine (detect 57 -> 37 ms,
     # `python -m bench.speed`); batch throughput is tuned separately.
     intra_op_threads: int = 2
+    # ONNX Runtime's threads spin, by default, waiting for the next parallel
+    # section of a run. On two cores that spinning takes the CPU the
+    # read-ahead decoders and the Python between runs need: without it tag
+    # runs 1.5x faster (1.8x without numbers) and single calls are no slower
+    # (`python -m bench.throughput`, `python -m bench.speed`).
+    spin_wait: bool = False
     # identify and tag decode a large JPEG at 1/2, 1/4 or 1/8 size (libjpeg's
     # DCT scaling, several times faster) while its longest side stays at least
-    # this: the detector needs 416 px, the embedder 224, the number reader 960 per car.
+    # this: the number reader looks at up to 960 px of each car.
     decode_side: int = 2048
+    # The same when numbers are not read: the detector needs 416 px, the
+    # embedder 224 per car (a car a tenth of a 1024-px photo keeps 100 px).
+    decode_side_without_numbers: int = 1024
     # Photos tag reads and decodes ahead in worker threads while the models
     # run (OpenCV and hashlib release the GIL); 0 does everything in turn.
     tag_prefetch: int = 2

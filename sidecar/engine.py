@@ -92,7 +92,7 @@ class Engine:
             if name not in self._stages:
                 spec, folder = self._spec(name)
                 path = verified_path(spec, folder)
-                self._stages[name] = build(spec, OrtSession(path, self.settings.intra_op_threads))
+                self._stages[name] = build(spec, OrtSession(path, self.settings.intra_op_threads, self.settings.spin_wait))
                 log.info("loaded %s %s from %s", spec.name, spec.version, path)
             return self._stages[name]
 

@@ -4,6 +4,7 @@ embed, match, read number, fuse) with the library (store, index)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import logging
@@ -137,7 +138,7 @@ class Identification:
     def identify(self, params: IdentifyParams, context: RequestContext) -> IdentifyResult:
         self.engine.library()  # fail before decoding when no library is open
         context.progress(0, 2, "decode")
-        decoded = decode_image(params.image, self.engine.limits, self.engine.settings.decode_side)
+        decoded = decode_image(params.image, self.engine.limits, self._decode_side(params.read_numbers))
         context.progress(1, 2, "identify")
         cars = self.engine.library().store.cars()
         numbers = {car.id: car.number for car in cars}
@@ -182,7 +183,9 @@ class Identification:
         stored: dict[int, Stored] = {}
         watch = Stopwatch()
         started = time.monotonic()
-        for done, loaded in enumerate(self._load_ahead(photos, params.rescan, models, watch)):
+        load = functools.partial(self._load, rescan=params.rescan, models=models,
+                                 decode_side=self._decode_side(params.read_numbers), watch=watch)
+        for done, loaded in enumerate(self._load_ahead(photos, load)):
             rate = done / max(time.monotonic() - started, 1e-6) if done else None
             context.progress(done, len(photos), "tagging", rate)
             if loaded.failure is not None:
@@ -231,25 +234,25 @@ class Identification:
             by_sequence=by_sequence, seconds=round(elapsed, 3), stage_seconds=watch.rounded(),
         )
 
-    def _load_ahead(self, photos: list[Path], rescan: bool, models: str, watch: Stopwatch) -> Iterator[Loaded]:
-        """The photos read, hashed and decoded in order, `tag_prefetch` of them
-        ahead in worker threads; at most that many decoded photos wait in memory."""
+    def _load_ahead(self, photos: list[Path], load: Callable[[Path], Loaded]) -> Iterator[Loaded]:
+        """The photos `load`ed in order, `tag_prefetch` of them ahead in worker
+        threads; at most that many decoded photos wait in memory."""
         ahead = self.engine.settings.tag_prefetch
         if ahead <= 0:
-            yield from (self._load(path, rescan, models, watch) for path in photos)
+            yield from map(load, photos)
             return
         with ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="decode") as pool:
             pending: deque[Future[Loaded]] = deque()
             queued = iter(photos)
             for path in itertools.islice(queued, ahead):
-                pending.append(pool.submit(self._load, path, rescan, models, watch))
+                pending.append(pool.submit(load, path))
             while pending:
                 loaded = pending.popleft().result()
                 for path in itertools.islice(queued, 1):
-                    pending.append(pool.submit(self._load, path, rescan, models, watch))
+                    pending.append(pool.submit(load, path))
                 yield loaded
 
-    def _load(self, path: Path, rescan: bool, models: str, watch: Stopwatch) -> Loaded:
+    def _load(self, path: Path, rescan: bool, models: str, decode_side: int, watch: Stopwatch) -> Loaded:
         """One photo ready to identify; without `decoded` when already tagged (skipped) or unreadable (`failure`)."""
         try:
             with watch.stage("read"):
@@ -259,10 +262,15 @@ class Identification:
                 return Loaded(path)
             MODEL_TURNS.pause_for_interactive()
             with watch.stage("decode"):
-                decoded = decode_photo(data, str(path), self.engine.limits, self.engine.settings.decode_side)
+                decoded = decode_photo(data, str(path), self.engine.limits, decode_side)
             return Loaded(path, data, content_hash, decoded)
         except RpcError as exc:
             return Loaded(path, failure=TagFailure(path=str(path), code=exc.code, message=exc.message))
+
+    def _decode_side(self, read_numbers: bool) -> int:
+        """How small a JPEG may be decoded: the number reader needs more pixels than detection and embedding."""
+        settings = self.engine.settings
+        return settings.decode_side if read_numbers else settings.decode_side_without_numbers
 
     def _decide_bursts(self, shots: list[Shot], stored: dict[int, Stored], max_gap_s: float, counts: dict[str, int],
                        link: float) -> int:

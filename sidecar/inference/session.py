@@ -15,10 +15,11 @@ class OrtSession:
     taking turns with every other session's (`turns.py`) so that models do
     not oversubscribe the cores and interactive requests go first."""
 
-    def __init__(self, path: Path, intra_op_threads: int) -> None:
+    def __init__(self, path: Path, intra_op_threads: int, spin_wait: bool = False) -> None:
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_wait else "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # ORT warnings go to stderr; keep them for real problems
         self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
