@@ -32,7 +32,7 @@ from sidecar.inference.session import OrtSession
 from sidecar.protocol.messages import ImageRef
 from sidecar.stages.decode import load_image
 from sidecar.stages.embed import crop
-from sidecar.stages.number import NumberReader, NumberReading, TextDetector
+from sidecar.stages.number import MIN_NUMBER_HEIGHT, NumberReader, NumberReading, TextDetector
 
 
 THRESHOLDS = (0.8, 0.9, 0.97, 0.99, 0.995)
@@ -65,11 +65,14 @@ def main() -> None:
     labels = epfl_numbers()
     results = []
     timings = []
+    heights = []  # of the correct readings, as a fraction of their crop's height
     for frame in epfl_frames():
         image = crop(load_image(ImageRef(path=str(frame.path)), engine.limits), list(frame.box))
         started = time.perf_counter()
-        results.append((labels.get((frame.car, frame.frame)), reader(image)))
+        truth, readings = labels.get((frame.car, frame.frame)), reader(image)
         timings.append(1000 * (time.perf_counter() - started))
+        results.append((truth, readings))
+        heights += [(r.box[3] - r.box[1]) / image.shape[0] for r in readings if r.text == truth]
     print("| least character confidence | legible: exact | legible: missed | legible: wrong number | "
           "none legible: a number returned |")
     print("|---|---|---|---|---|")
@@ -83,6 +86,8 @@ def main() -> None:
           f"p50 {statistics.median(timings):.1f}, p90 {statistics.quantiles(timings, n=10)[-1]:.1f}")
     for line in score(results, default.min_confidence)[1]:
         print("wrong at the default:", line)
+    print(f"smallest correct reading: {min(heights):.1%} of its crop's height (text lines under "
+          f"{MIN_NUMBER_HEIGHT:.1%} are not read)")
     f1_readings(engine, default)
 
 
@@ -90,21 +95,24 @@ def f1_readings(engine: Engine, default: NumberReader) -> None:
     crops = [crop(load_image(ImageRef(path=str(path)), engine.limits), list(box)) for path, box in f1_boxes()]
     print(f"\nF1 game cars, {len(crops)} hand-boxed crops (longest side p50 "
           f"{statistics.median(max(c.shape[:2]) for c in crops):.0f} px): readings at least {default.min_confidence} sure")
-    print("| text detector's longest side | crops with a reading | readings | ms per crop p50 |")
-    print("|---|---|---|---|")
+    print("| text detector's longest side | crops with a reading | readings | smallest, of its crop's height | ms per crop p50 |")
+    print("|---|---|---|---|---|")
     session = OrtSession(engine.model_file(engine.settings.text_detector), engine.settings.intra_op_threads)
     for side in (640, 960, 1280, max(max(c.shape[:2]) for c in crops)):
         spec = msgspec.structs.replace(default.detector.spec, longest_side=side)
         reader = NumberReader(TextDetector(spec, session), default.reader)
-        texts, timings = [], []
+        texts: list[list[NumberReading]] = []
+        timings = []
         for image in crops:
             started = time.perf_counter()
-            texts.append([r.text for r in reader(image)])
+            texts.append(reader(image))
             timings.append(1000 * (time.perf_counter() - started))
-        found = Counter(t for read in texts for t in read)
+        smallest = min(((r.box[3] - r.box[1]) / image.shape[0] for image, read in zip(crops, texts) for r in read),
+                       default=float("nan"))
+        found = Counter(t.text for read in texts for t in read)
         mark = " (default)" if side == default.detector.spec.longest_side else ""
         print(f"| {side}{mark} | {sum(bool(t) for t in texts)} | {', '.join(f'{t} x{n}' for t, n in found.most_common()) or '-'} "
-              f"| {statistics.median(timings):.0f} |")
+              f"| {smallest:.1%} | {statistics.median(timings):.0f} |")
 
 if __name__ == "__main__":
     main()

@@ -53,3 +53,14 @@ def test_ctc_decoding_merges_repeats_and_drops_blanks(engine: Engine) -> None:
 def test_the_reader_refuses_doubtful_characters(engine: Engine) -> None:
     strict = NumberReader(engine.number_reader().detector, engine.number_reader().reader, min_confidence=1.01)
     assert strict(panel(("27", 5.0, 12))) == []
+
+
+def test_text_too_small_for_its_vehicle_to_be_a_racing_number_is_not_read(engine: Engine) -> None:
+    small = panel(("27", 1.5, 4))  # its text line is about 47 px tall: 13% of this 360-px panel
+    reader = engine.number_reader()
+    assert [r.text for r in reader(small)] == ["27"]
+    # The same panel at the top of a vehicle 2000 px tall: the line is found, but at 2% of the vehicle's
+    # height (under MIN_NUMBER_HEIGHT) it is not read.
+    tall = np.vstack([small, np.full((1640, 640, 3), (40, 30, 200), np.uint8)])
+    assert any(box[1] < 150 for box, _ in reader.detector(tall))
+    assert reader(tall) == []

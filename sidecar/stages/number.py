@@ -34,6 +34,11 @@ READ_BATCH = 8
 # this many heights holds more (sponsors, names) and could not pass the
 # pattern, so it is not recognised at all: most of a livery's text.
 MAX_NUMBER_ASPECT = 4.0
+# Series paint numbers large: the smallest read on the development sets is
+# 6% of its vehicle's box height (`python -m bench.numbers` prints it). Text
+# lines under this fraction (grilles, mesh, small print; on a car filling a
+# 24 MP photo, dozens of them) are not recognised.
+MIN_NUMBER_HEIGHT = 0.025
 
 
 @dataclass(frozen=True)
@@ -121,8 +126,9 @@ class NumberReader:
 
     def __call__(self, vehicle: np.ndarray) -> list[NumberReading]:
         """The racing numbers read on a vehicle's crop, surest first."""
+        least_height = MIN_NUMBER_HEIGHT * vehicle.shape[0]
         lines = [(box, score) for box, score in self.detector(vehicle)
-                 if box[2] - box[0] <= MAX_NUMBER_ASPECT * (box[3] - box[1])]
+                 if box[2] - box[0] <= MAX_NUMBER_ASPECT * (box[3] - box[1]) and box[3] - box[1] >= least_height]
         texts = self.reader([crop(vehicle, box) for box, _ in lines])
         readings = []
         for (box, _), (text, confidence) in zip(lines, texts):
