@@ -1,9 +1,11 @@
 """Tagging throughput on 24-megapixel JPEGs: the naive pipeline (full-size
-decode, everything in turn) against the default one (JPEGs decoded at the
-smallest DCT scale that keeps 2048 px, photos read and decoded ahead in
-worker threads while the models run), in the same run.
+decode, everything in turn, ONNX Runtime's threads spinning as they do by
+default) against the default one (JPEGs decoded at the smallest DCT scale
+that keeps 2048 px, or 1024 px when numbers are not read, photos read and
+decoded ahead in worker threads while the models run), in the same run.
 
     .venv/bin/python -m bench.throughput [--photos 60]
+    .venv/bin/python -m bench.throughput --scale 100 1000 10000 [--no-numbers]
 
 The photos: EPFL frames spread over the ten cars, upscaled 16x to 6016x4000
 and re-encoded at JPEG quality 92 (built once into .cache/throughput/). The
@@ -13,6 +15,11 @@ copy of that library in a process of its own, so its peak RSS is its own.
 Printed: photos per second, milliseconds per photo in each stage, CPU
 utilisation (CPU seconds / wall seconds / cores), peak RSS, and how many
 photos got the same matched cars from both.
+
+--scale: the default pipeline on N distinct photos for each N (the same
+photos over and over, each copy made distinct by a JPEG comment, written
+once into .cache/throughput/scale/: 1.6 MB each), to show time growing
+linearly and memory staying flat.
 """
 
 from __future__ import annotations
@@ -71,6 +78,30 @@ def build_photos(folder: Path, count: int) -> list[Path]:
     return photos
 
 
+def distinct_copies(photos: list[Path], folder: Path, counts: list[int]) -> dict[int, Path]:
+    """For each count, a folder of that many photos cycling through `photos`,
+    each one made distinct by a JPEG comment (tag knows a photo by its
+    content): written once into folder/all, linked from folder/COUNT."""
+    every = folder / "all"
+    every.mkdir(parents=True, exist_ok=True)
+    sources = [p.read_bytes() for p in photos]
+    for i in range(max(counts)):
+        path = every / f"{i:05d}.jpg"
+        if not path.exists():
+            data, comment = sources[i % len(sources)], f"liveryid bench copy {i}".encode()
+            # SOI, then a COM segment (marker, big-endian length including itself, text), then the rest.
+            path.write_bytes(data[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + data[2:])
+    folders = {}
+    for count in counts:
+        folders[count] = folder / str(count)
+        folders[count].mkdir(exist_ok=True)
+        for i in range(count):
+            link = folders[count] / f"{i:05d}.jpg"
+            if not link.is_symlink():
+                link.symlink_to((every / link.name).resolve())
+    return folders
+
+
 def enroll(library: Path) -> None:
     engine = Engine(settings_from_env())
     engine.initialize(InitializeParams(library=str(library)), QUIET)
@@ -99,6 +130,7 @@ def run_pipeline(photos: Path, library: Path, read_numbers: bool) -> None:
     cpu_started, started = time.process_time(), time.perf_counter()
     result = identification.tag(TagParams(images=[str(photos)], read_numbers=read_numbers), QUIET)
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the tag's, before the query below
     detections = identification.results_query(ResultsQueryParams(limit=10000), QUIET).detections
     matched: dict[str, list[str]] = {}
     for detection in detections:
@@ -106,7 +138,7 @@ def run_pipeline(photos: Path, library: Path, read_numbers: bool) -> None:
             matched.setdefault(Path(detection.path).name, []).append(detection.car_id)
     print(json.dumps({
         "photos": result.tagged, "failed": len(result.failed), "wall": wall, "cpu": cpu,
-        "stages": result.stage_seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "stages": result.stage_seconds, "peak_rss_mb": peak_rss_mb,
         "matched": {name: sorted(cars) for name, cars in matched.items()},
     }))
     engine.close()
@@ -121,11 +153,32 @@ def tag_in_process(photos: Path, enrolled: Path, library: Path, env: dict[str, s
     return dict(json.loads(out.strip().splitlines()[-1]))
 
 
+def scale(photos: list[Path], counts: list[int], read_numbers: bool) -> None:
+    """Time and memory of the default pipeline as the event grows."""
+    folders = distinct_copies(photos, Path(".cache/throughput/scale"), counts)
+    print(f"default pipeline, numbers {'read' if read_numbers else 'not read'}; distinct 24 MP JPEGs "
+          f"(the {len(photos)} photos over and over), 40 enrolled cars, {os.cpu_count()} cores")
+    print("| photos | seconds | photos/s | peak RSS MB | library MB |")
+    print("|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp) / "enrolled"
+        enroll(base)
+        for count in counts:
+            library = Path(tmp) / str(count)
+            r = tag_in_process(folders[count], base, library, {}, read_numbers)
+            size = sum(f.stat().st_size for f in library.rglob("*") if f.is_file()) / 2**20
+            print(f"| {count:,} | {r['wall']:.0f} | {r['photos'] / r['wall']:.2f} | {r['peak_rss_mb']:.0f} | {size:.0f} |",
+                  flush=True)
+            shutil.rmtree(library)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=int, default=60)
     parser.add_argument("--run", nargs=2, type=Path, metavar=("PHOTOS", "LIBRARY"), help=argparse.SUPPRESS)
-    parser.add_argument("--no-numbers", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--scale", type=int, nargs="+", metavar="N",
+                        help="instead: the default pipeline on N distinct photos (copies of the --photos ones), per N")
+    parser.add_argument("--no-numbers", action="store_true", help="with --scale: tag without reading numbers")
     args = parser.parse_args()
     if args.run:
         run_pipeline(args.run[0], args.run[1], read_numbers=not args.no_numbers)
@@ -133,6 +186,9 @@ def main() -> None:
     if not DATA_DIR.is_dir():
         sys.exit(f"no development data at {DATA_DIR}")
     photos = build_photos(Path(".cache/throughput") / str(args.photos), args.photos)
+    if args.scale:
+        scale(photos, args.scale, not args.no_numbers)
+        return
     cores = os.cpu_count() or 1
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
