@@ -205,6 +205,19 @@ def test_a_library_from_schema_1_is_migrated_and_keeps_its_results(tmp_path: Pat
             Library(tmp_path, "m", DIM)
 
 
+def test_counting_a_cars_references_and_dropping_a_photos_detections_use_indexes(tmp_path: Path) -> None:
+    # Without them identify, which reads every car with its reference count, took 2 s at 10,000 references.
+    library = Library(tmp_path, "m", DIM)
+    try:
+        plans = {
+            sql: " ".join(row[-1] for row in library.store._db.execute("EXPLAIN QUERY PLAN " + sql, ("x",)))
+            for sql in ("SELECT COUNT(*) FROM refs WHERE car_id = ?", "DELETE FROM detections WHERE photo_id = ?")
+        }
+    finally:
+        library.close()
+    assert all("USING" in plan and "INDEX" in plan for plan in plans.values()), plans
+
+
 def test_concurrent_writes_leave_the_index_in_step_with_the_database(tmp_path: Path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 

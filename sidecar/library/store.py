@@ -40,6 +40,9 @@ CREATE TABLE IF NOT EXISTS refs (
     added_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS refs_by_model ON refs(model, id);
+-- A car's references are counted with it (cars.list, identify's labels) and go
+-- with it when it is removed: without this, a scan of every reference per car.
+CREATE INDEX IF NOT EXISTS refs_by_car ON refs(car_id);
 -- The same references embedded again by other models (a library's adapted
 -- embedder): `refs` keeps the enrolling model's vector, this table the rest.
 CREATE TABLE IF NOT EXISTS ref_embeddings (
@@ -77,6 +80,8 @@ CREATE TABLE IF NOT EXISTS detections (
     evidence TEXT
 );
 CREATE INDEX IF NOT EXISTS detections_by_car ON detections(car_id);
+-- Re-tagging a photo deletes its row and, through the cascade, its detections.
+CREATE INDEX IF NOT EXISTS detections_by_photo ON detections(photo_id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 # Columns each schema version added, for libraries made by an earlier one.
