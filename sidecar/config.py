@@ -39,8 +39,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # ONNX Runtime's threads spin, by default, waiting for the next parallel
     # section of a run. On two cores that spinning takes the CPU the
     # read-ahead decoders and the Python between runs need: without it tag
-    # runs 1.5x faster (1.8x without numbers) and single calls are no slower
-    # (`python -m bench.throughput`, `python -m bench.speed`).
+    # went from 3.1 to 4.3-4.7 photos/s (9.7 to 13-17 without numbers), and
+    # single calls take about as long (`python -m bench.throughput`,
+    # `LIVERYID_SPIN_WAIT=true python -m bench.speed`).
     spin_wait: bool = False
     # identify and tag decode a large JPEG at 1/2, 1/4 or 1/8 size (libjpeg's
     # DCT scaling, several times faster) while its longest side stays at least
