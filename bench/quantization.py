@@ -27,7 +27,8 @@ from bench.datasets import epfl_frames
 from sidecar.config import settings_from_env
 from sidecar.engine import Engine
 from sidecar.inference.manifest import InputSpec
-from sidecar.stages.decode import ImageLimits
+from sidecar.protocol.messages import ImageRef
+from sidecar.stages.decode import ImageLimits, load_image
 from sidecar.stages.preprocess import letterbox, to_tensor
 
 CALIBRATION_IMAGES = 16
@@ -54,7 +55,7 @@ class Images(CalibrationDataReader):
 
 def inputs_for(spec: InputSpec, size: tuple[int, int], letterboxed: bool) -> list[np.ndarray]:
     """One (1, 3, H, W) tensor per calibration frame, at `size` (width, height)."""
-    frames = [cv2.imread(str(f.path)) for f in epfl_frames()[:: 50][:CALIBRATION_IMAGES]]
+    frames = [load_image(ImageRef(path=str(f.path)), LIMITS) for f in epfl_frames()[:: 50][:CALIBRATION_IMAGES]]
     fitted = [letterbox(f, *size)[0] if letterboxed else cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames]
     return [to_tensor([image], spec) for image in fitted]
 
