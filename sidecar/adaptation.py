@@ -101,8 +101,8 @@ class Adaptation:
         rounds = training.adapt(module, crops, checked, cars, current.spec.input, recipe, appearance,
                                 lambda done, total, stage: context.progress(done, total, f"train: {stage}"))
         spec = self._save(library, module, current.spec, base_name, recipe, len(crops), photos, before)
-        adapted = Embedder(spec, OrtSession(library.models_dir / spec.file, self.engine.settings.intra_op_threads,
-                                                  self.engine.settings.spin_wait))
+        settings = self.engine.settings
+        adapted = Embedder(spec, OrtSession(library.models_dir / spec.file, settings.intra_op_threads, settings.spin_wait))
         vectors = adapted(checked)
         after = reference_check(vectors, cars, policy)
         assert spec.training is not None

@@ -20,8 +20,8 @@ import msgspec
 import numpy as np
 
 from sidecar.engine import Engine, Matcher
-from sidecar.inference.turns import MODEL_TURNS, background, interactive
 from sidecar.errors import InvalidParams, NotFound, RpcError
+from sidecar.inference.turns import MODEL_TURNS, background, interactive
 from sidecar.library.store import CarRow, DetectionRow, NewDetection, ReferenceRow
 from sidecar.protocol.endpoint import RequestContext
 from sidecar.protocol.messages import (
