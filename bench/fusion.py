@@ -11,6 +11,8 @@ crop is read, as identify reads a detected vehicle. Two libraries:
 - car 04 by number only: car 04 comes from the entry list with no
   reference photo, the others keep theirs.
 Cars 08-10 are never enrolled (open set): any match for them is false.
+The third row of each reads numbers only where appearance alone does not
+match (`read_numbers: "unsure"`), with the share of vehicles read.
 """
 
 from __future__ import annotations
@@ -56,12 +58,16 @@ def compare(prepared: evaluation.Prepared, readings: list[list[NumberReading]], 
         prepared.queries, prepared.references[keep], [prepared.reference_cars[i] for i in keep], "max")
     numbers = {car: (NUMBER if car == NUMBERED_CAR else None) for car in {*prepared.reference_cars}}
     by_number = numbers_index(numbers)
-    appearance, fused = [], []
+    appearance, fused, if_unsure = [], [], []
     for row, read in zip(similarities, readings):
         verdict = decide([CarScore(cars[j], float(row[j])) for j in np.argsort(-row)], policy)
         appearance.append(verdict)
         fused.append(fuse(verdict, read, numbers, by_number, policy).verdict)
-    return [("appearance", rates(appearance, prepared.truths)), ("appearance + number", rates(fused, prepared.truths))]
+        # read_numbers "unsure": a vehicle appearance matches is not read
+        if_unsure.append(fuse(verdict, read if verdict.decision != "match" else [], numbers, by_number, policy).verdict)
+    unsure = sum(v.decision != "match" for v in appearance) / len(appearance)
+    return [("appearance", rates(appearance, prepared.truths)), ("appearance + number", rates(fused, prepared.truths)),
+            (f"appearance + number where unsure ({unsure:.0%} read)", rates(if_unsure, prepared.truths))]
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
@@ -79,7 +79,10 @@ def _parser() -> argparse.ArgumentParser:
     tag.add_argument("paths", nargs="+", type=Path)
     tag.add_argument("--rescan", action="store_true", help="tag photos already tagged again")
     tag.add_argument("--threshold", type=float)
-    tag.add_argument("--no-numbers", action="store_true", help="do not read racing numbers (faster, appearance only)")
+    reading = tag.add_mutually_exclusive_group()
+    reading.add_argument("--no-numbers", action="store_true", help="do not read racing numbers (faster, appearance only)")
+    reading.add_argument("--numbers-if-unsure", action="store_true",
+                         help="read numbers only on vehicles appearance alone does not match (faster)")
     tag.add_argument("--burst-gap", type=float, default=2.0,
                      help="seconds between photos of one camera that make a burst (default 2; 0: no bursts)")
 
@@ -253,7 +256,8 @@ def _library_command(args: argparse.Namespace, engine: Engine) -> int:
         return 0
     if args.command == "tag":
         options = {} if args.threshold is None else {"threshold": args.threshold}
-        params = TagParams(images=[str(p) for p in args.paths], rescan=args.rescan, read_numbers=not args.no_numbers,
+        read_numbers: bool | Literal["unsure"] = "unsure" if args.numbers_if_unsure else not args.no_numbers
+        params = TagParams(images=[str(p) for p in args.paths], rescan=args.rescan, read_numbers=read_numbers,
                            sequence_gap_s=args.burst_gap, progress=True, **options)
         result = identification.tag(params, RequestContext(0, CancelToken(), True, _progress_bar))
         print(f"{result.total} photo(s): {result.tagged} tagged, {result.skipped} already done, {len(result.failed)} failed; "

@@ -193,14 +193,17 @@ class Engine:
             self._library.close()
             self._library = None
 
-    def models_key(self, read_numbers: bool, embedder: Embedder) -> str:
-        """Names and hashes of the models a tagging result depends on."""
+    def models_key(self, read_numbers: bool | Literal["unsure"], embedder: Embedder) -> str:
+        """Names and hashes of the models a tagging result depends on (and
+        whether numbers were read on unsure vehicles only: tagging again with
+        every number read is not a repeat)."""
         detector = self.detector()
         models = [(detector.spec.name, detector.spec), (embedder.key, embedder.spec)]
         if read_numbers:
             reader = self.number_reader()
             models += [(reader.detector.spec.name, reader.detector.spec), (reader.reader.spec.name, reader.reader.spec)]
-        return "+".join(f"{name}@{spec.sha256[:12]}" for name, spec in models)
+        key = "+".join(f"{name}@{spec.sha256[:12]}" for name, spec in models)
+        return key + "+numbers-if-unsure" if read_numbers == "unsure" else key
 
     def vehicle_classes(self, names: list[str] | None) -> list[int]:
         detector = self.detector()

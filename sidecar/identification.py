@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import numpy as np
@@ -129,7 +129,11 @@ class Identification:
             verdicts = [decide(car_scores(ids, sims, matcher.car_of), policy) for ids, sims in zip(reference_ids, similarities)]
         with watch.stage("number"):
             reader = self.engine.number_reader() if options.read_numbers else None
-            readings = [reader.on_vehicle(image, found.reported(i)[0]) if reader else [] for i in range(len(found))]
+            readings = [
+                reader.on_vehicle(image, found.reported(i)[0])
+                if reader and (options.read_numbers is True or verdict.decision != "match") else []
+                for i, verdict in enumerate(verdicts)
+            ]
         cars_by_number = numbers_index(numbers)
         fused = [fuse(verdict, read, numbers, cars_by_number, policy) for verdict, read in zip(verdicts, readings)]
         return found, vectors, fused
@@ -267,7 +271,7 @@ class Identification:
         except RpcError as exc:
             return Loaded(path, failure=TagFailure(path=str(path), code=exc.code, message=exc.message))
 
-    def _decode_side(self, read_numbers: bool) -> int:
+    def _decode_side(self, read_numbers: bool | Literal["unsure"]) -> int:
         """How small a JPEG may be decoded: the number reader needs more pixels than detection and embedding."""
         settings = self.engine.settings
         return settings.decode_side if read_numbers else settings.decode_side_without_numbers

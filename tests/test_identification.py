@@ -137,6 +137,10 @@ def test_numbers_name_cars_of_an_entry_list_and_contradictions_are_flagged(tmp_p
         assert evidence["number"]["text"] == "3" and evidence["number"]["car_ids"] == [rally["id"]]
         reading = np.asarray(evidence["number"]["box"])  # in photo pixels, on the car
         assert truth[0] <= reading[0] < reading[2] <= truth[2] and truth[1] <= reading[1] < reading[3] <= truth[3]
+        # Numbers read only where appearance does not match: here it does not (no reference), so it is read.
+        unsure = over_the_car(process.request("identify", {"image": {"path": str(shown.path)}, "read_numbers": "unsure"},
+                                              id="unsure")["result"])
+        assert (unsure["car_id"], unsure["evidence"]["decided_by"]) == (rally["id"], ["number"])
 
         # Appearance says a car numbered 5 (enrolled from this car's neighbouring frames): a contradiction.
         refs = [frames[(4, 19)], frames[(4, 21)]]
@@ -150,6 +154,11 @@ def test_numbers_name_cars_of_an_entry_list_and_contradictions_are_flagged(tmp_p
         assert (vehicle["decision"], vehicle["car_id"]) == ("ambiguous", None)
         assert [c["car_id"] for c in vehicle["candidates"][:2]] == [look_alike["id"], rally["id"]]
         assert "3" in vehicle["evidence"]["conflict"] and "5" in vehicle["evidence"]["conflict"]
+        # Read only where appearance is unsure, the number never sees the clear appearance match: the faster
+        # mode's documented cost.
+        unsure = over_the_car(process.request("identify", {"image": {"path": str(shown.path)}, "read_numbers": "unsure"},
+                                              id="unsure-match")["result"])
+        assert (unsure["decision"], unsure["car_id"], unsure["evidence"].get("number")) == ("match", look_alike["id"], None)
 
         # Correct the list (the look-alike is #3's spare car: no number): the number decides again.
         process.request("cars.remove", {"id": look_alike["id"]}, id="remove")
@@ -164,6 +173,13 @@ def test_numbers_name_cars_of_an_entry_list_and_contradictions_are_flagged(tmp_p
         process.request("export", {"format": "xmp"}, id="xmp")
         xmp = (event / "rally.xmp").read_text()
         assert "<rdf:li>#3</rdf:li>" in xmp and "<rdf:li>Numbers|3</rdf:li>" in xmp and "Cars|#3 F. Duval" in xmp
+
+        # Tagging with numbers read only where appearance is unsure is not a repeat of the run above; twice, it is.
+        unsure = {"images": [str(event)], "read_numbers": "unsure"}
+        first = process.request("tag", unsure, id="unsure-tag")["result"]
+        assert (first["tagged"], first["skipped"]) == (tagged["tagged"], 0)
+        again = process.request("tag", unsure, id="unsure-again")["result"]
+        assert (again["tagged"], again["skipped"]) == (0, tagged["tagged"])
     finally:
         process.kill()
 

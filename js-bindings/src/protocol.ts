@@ -486,9 +486,9 @@ export interface IdentifyParams {
    */
   top_k?: number;
   /**
-   * Read the racing number on each vehicle and fuse it with appearance (about 40 ms a vehicle).
+   * Read the racing number on each vehicle and fuse it with appearance (true; 10-150 ms a vehicle, with its size), only on vehicles appearance alone does not match ("unsure": faster, but a clear appearance match is not checked against the number), or on none (false).
    */
-  read_numbers?: boolean;
+  read_numbers?: boolean | 'unsure';
   /**
    * Lowest similarity for a match; default: the calibrated one.
    */
@@ -656,9 +656,9 @@ export interface TagParams {
    */
   top_k?: number;
   /**
-   * Read the racing number on each vehicle and fuse it with appearance (about 40 ms a vehicle).
+   * Read the racing number on each vehicle and fuse it with appearance (true; 10-150 ms a vehicle, with its size), only on vehicles appearance alone does not match ("unsure": faster, but a clear appearance match is not checked against the number), or on none (false).
    */
-  read_numbers?: boolean;
+  read_numbers?: boolean | 'unsure';
   /**
    * Lowest similarity for a match; default: the calibrated one.
    */

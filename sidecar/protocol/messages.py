@@ -363,8 +363,10 @@ Decision = Literal["match", "ambiguous", "unknown"]
 
 class MatchOptions(RequestParams, kw_only=True):
     top_k: Annotated[int, Meta(ge=1, le=100, description="Candidates reported per vehicle.")] = 5
-    read_numbers: Annotated[bool, Meta(
-        description="Read the racing number on each vehicle and fuse it with appearance (about 40 ms a vehicle).")] = True
+    read_numbers: Annotated[bool | Literal["unsure"], Meta(
+        description="Read the racing number on each vehicle and fuse it with appearance (true; 10-150 ms a vehicle, "
+                    "with its size), only on vehicles appearance alone does not match (\"unsure\": faster, but a clear "
+                    "appearance match is not checked against the number), or on none (false).")] = True
     threshold: Annotated[float | None, Meta(description="Lowest similarity for a match; default: the calibrated one.")] = None
     margin: Annotated[float | None, Meta(description="Lead over the runner-up a match needs; default: the calibrated one.")] = None
     min_score: Annotated[Score | None, Meta(description="Lowest detector score considered; default: the detector's calibrated one.")] = None
