@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import cv2
 
@@ -45,13 +45,12 @@ from sidecar.engine import Engine
 from sidecar.identification import Identification
 from sidecar.protocol.endpoint import quiet_context
 from sidecar.protocol.messages import (
-    CarFields, EnrollParams, ImageRef, InitializeParams, ResultsQueryParams, TagParams,
+    CarFields, EnrollParams, ImageRef, InitializeParams, ReadNumbers, ResultsQueryParams, TagParams,
 )
 from sidecar.stages.decode import ImageLimits, load_image
 
 QUIET = quiet_context()
 LIMITS = ImageLimits(max_pixels=200_000_000, max_file_bytes=512 * 1024 * 1024)
-ReadNumbers = bool | Literal["unsure"]
 UPSCALE = 16  # 376x250 EPFL frames -> 6016x4000, 24 MP
 # name: (environment, tag's read_numbers)
 PIPELINES: dict[str, tuple[dict[str, str], ReadNumbers]] = {

@@ -7,7 +7,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -220,7 +220,7 @@ def _library_command(args: argparse.Namespace, engine: Engine) -> int:
     from sidecar.identification import Identification
     from sidecar.protocol.endpoint import CancelToken, RequestContext, quiet_context
     from sidecar.protocol.messages import (
-        CarFields, EnrollParams, ExportParams, ImageRef, ResultsQueryParams, ReviewParams, TagParams,
+        CarFields, EnrollParams, ExportParams, ImageRef, ReadNumbers, ResultsQueryParams, ReviewParams, TagParams,
     )
     from sidecar.stages.decode import IMAGE_SUFFIXES
 
@@ -256,7 +256,7 @@ def _library_command(args: argparse.Namespace, engine: Engine) -> int:
         return 0
     if args.command == "tag":
         options = {} if args.threshold is None else {"threshold": args.threshold}
-        read_numbers: bool | Literal["unsure"] = "unsure" if args.numbers_if_unsure else not args.no_numbers
+        read_numbers: ReadNumbers = "unsure" if args.numbers_if_unsure else not args.no_numbers
         params = TagParams(images=[str(p) for p in args.paths], rescan=args.rescan, read_numbers=read_numbers,
                            sequence_gap_s=args.burst_gap, progress=True, **options)
         result = identification.tag(params, RequestContext(0, CancelToken(), True, _progress_bar))

@@ -33,7 +33,7 @@ from sidecar.protocol.framing import WIRES
 from sidecar.protocol.messages import (
     PROTOCOL_VERSION, Capabilities, Detection, DetectParams, DetectResult, EmbedderUseParams, EmbedderUseResult,
     EmbedParams, EmbedResult,
-    InitializeParams, InitializeResult, LibraryInfo, ModelInfo,
+    InitializeParams, InitializeResult, LibraryInfo, ModelInfo, ReadNumbers,
 )
 from sidecar.protocol.methods import METHODS
 from sidecar.stages.decode import IMAGE_FORMATS, ImageLimits, decode_image, load_image, reopen
@@ -193,7 +193,7 @@ class Engine:
             self._library.close()
             self._library = None
 
-    def models_key(self, read_numbers: bool | Literal["unsure"], embedder: Embedder) -> str:
+    def models_key(self, read_numbers: ReadNumbers, embedder: Embedder) -> str:
         """Names and hashes of the models a tagging result depends on (and
         whether numbers were read on unsure vehicles only: tagging again with
         every number read is not a repeat)."""

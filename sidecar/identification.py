@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -27,7 +27,7 @@ from sidecar.protocol.endpoint import RequestContext
 from sidecar.protocol.messages import (
     AppearanceEvidence, Candidate, Car, CarChanges, CarDetail, CarIdParams, CarsListResult, CarsMergeParams,
     CarUpdateParams, EnrollParams, EnrollResult, EnrollWarning, Evidence, IdentifiedVehicle, IdentifyParams,
-    IdentifyResult, ImageRef, MatchOptions, NumberEvidence, Reference, ReferenceIdParams, Removed, ResultDetection,
+    IdentifyResult, ImageRef, MatchOptions, NumberEvidence, ReadNumbers, Reference, ReferenceIdParams, Removed, ResultDetection,
     ResultsQueryParams, ResultsQueryResult, ReviewParams, ReviewResult, SequenceEvidence, TagFailure, TagParams,
     TagResult,
 )
@@ -271,7 +271,7 @@ class Identification:
         except RpcError as exc:
             return Loaded(path, failure=TagFailure(path=str(path), code=exc.code, message=exc.message))
 
-    def _decode_side(self, read_numbers: bool | Literal["unsure"]) -> int:
+    def _decode_side(self, read_numbers: ReadNumbers) -> int:
         """How small a JPEG may be decoded: the number reader needs more pixels than detection and embedding."""
         settings = self.engine.settings
         return settings.decode_side if read_numbers else settings.decode_side_without_numbers

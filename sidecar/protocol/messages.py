@@ -359,11 +359,12 @@ class Removed(Message):
 # --- identification ----------------------------------------------------------------
 
 Decision = Literal["match", "ambiguous", "unknown"]
+ReadNumbers = bool | Literal["unsure"]
 
 
 class MatchOptions(RequestParams, kw_only=True):
     top_k: Annotated[int, Meta(ge=1, le=100, description="Candidates reported per vehicle.")] = 5
-    read_numbers: Annotated[bool | Literal["unsure"], Meta(
+    read_numbers: Annotated[ReadNumbers, Meta(
         description="Read the racing number on each vehicle and fuse it with appearance (true; 10-150 ms a vehicle, "
                     "with its size), only on vehicles appearance alone does not match (\"unsure\": faster, but a clear "
                     "appearance match is not checked against the number), or on none (false).")] = True
