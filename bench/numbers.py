@@ -2,7 +2,7 @@
 frames (bench/labels/epfl_numbers.csv): every ground-truth crop of every car
 is read, as identify will read a detected vehicle.
 
-    .venv/bin/python -m bench.numbers
+    .venv/bin/python -m bench.numbers [--text-detector-file FILE.onnx]
 
 - exact: frames with a legible number where the surest reading is it;
 - missed: frames with a legible number and no reading;
@@ -17,11 +17,12 @@ crop's text is detected at several resolutions.
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import sys
 import time
-
 from collections import Counter
+from pathlib import Path
 
 import msgspec
 
@@ -57,10 +58,19 @@ def score(results: list[tuple[str | None, list[NumberReading]]], threshold: floa
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--text-detector-file", type=Path,
+                        help="another DB text detector (ONNX, PP-OCR's input) in place of the manifest's, to compare")
+    args = parser.parse_args()
     if not DATA_DIR.is_dir():
         sys.exit(f"no development data at {DATA_DIR}")
     engine = Engine(settings_from_env())
     default = engine.number_reader()
+    detector_file = args.text_detector_file or engine.model_file(engine.settings.text_detector)
+    session = OrtSession(detector_file, engine.settings.intra_op_threads)
+    spec = msgspec.structs.replace(default.detector.spec, output=session.output_names[0])
+    default = NumberReader(TextDetector(spec, session), default.reader)
+    print(f"text detector: {detector_file}")
     reader = NumberReader(default.detector, default.reader, min_confidence=0.0)  # thresholds applied below
     labels = epfl_numbers()
     results = []
@@ -88,16 +98,15 @@ def main() -> None:
         print("wrong at the default:", line)
     print(f"smallest correct reading: {min(heights):.1%} of its crop's height (text lines under "
           f"{MIN_NUMBER_HEIGHT:.1%} are not read)")
-    f1_readings(engine, default)
+    f1_readings(engine, default, session)
 
 
-def f1_readings(engine: Engine, default: NumberReader) -> None:
+def f1_readings(engine: Engine, default: NumberReader, session: OrtSession) -> None:
     crops = [crop(load_image(ImageRef(path=str(path)), engine.limits), list(box)) for path, box in f1_boxes()]
     print(f"\nF1 game cars, {len(crops)} hand-boxed crops (longest side p50 "
           f"{statistics.median(max(c.shape[:2]) for c in crops):.0f} px): readings at least {default.min_confidence} sure")
     print("| text detector's longest side | crops with a reading | readings | smallest, of its crop's height | ms per crop p50 |")
     print("|---|---|---|---|---|")
-    session = OrtSession(engine.model_file(engine.settings.text_detector), engine.settings.intra_op_threads)
     for side in (640, 960, 1280, max(max(c.shape[:2]) for c in crops)):
         spec = msgspec.structs.replace(default.detector.spec, longest_side=side)
         reader = NumberReader(TextDetector(spec, session), default.reader)
