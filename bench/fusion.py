@@ -30,7 +30,7 @@ from sidecar.engine import Engine
 from sidecar.identification import match_policy
 from sidecar.protocol.messages import ImageRef
 from sidecar.stages.decode import load_image
-from sidecar.stages.fuse import fuse, numbers_index
+from sidecar.stages.fuse import fuse, number_wanted, numbers_index
 from sidecar.stages.match import CarScore, MatchPolicy, Verdict, decide
 from sidecar.stages.number import NumberReading
 
@@ -63,8 +63,7 @@ def compare(prepared: evaluation.Prepared, readings: list[list[NumberReading]], 
         verdict = decide([CarScore(cars[j], float(row[j])) for j in np.argsort(-row)], policy)
         appearance.append(verdict)
         fused.append(fuse(verdict, read, numbers, by_number, policy).verdict)
-        # read_numbers "unsure": a vehicle appearance matches is not read
-        if_unsure.append(fuse(verdict, read if verdict.decision != "match" else [], numbers, by_number, policy).verdict)
+        if_unsure.append(fuse(verdict, read if number_wanted("unsure", verdict) else [], numbers, by_number, policy).verdict)
     unsure = sum(v.decision != "match" for v in appearance) / len(appearance)
     return [("appearance", rates(appearance, prepared.truths)), ("appearance + number", rates(fused, prepared.truths)),
             (f"appearance + number where unsure ({unsure:.0%} read)", rates(if_unsure, prepared.truths))]

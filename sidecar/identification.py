@@ -37,7 +37,7 @@ from sidecar.stages.decode import (
 from sidecar.stages.capture import read_capture
 from sidecar.stages.detect import Detections
 from sidecar.stages.embed import Embedder, crop
-from sidecar.stages.fuse import Fused, fuse, normalise_number, numbers_index
+from sidecar.stages.fuse import Fused, fuse, normalise_number, number_wanted, numbers_index
 from sidecar.stages.match import MatchPolicy, car_scores, decide
 from sidecar.stages.raw import RAW_SUFFIXES
 from sidecar.stages.sequence import Shot, Sighting, propagate
@@ -131,7 +131,7 @@ class Identification:
             reader = self.engine.number_reader() if options.read_numbers else None
             readings = [
                 reader.on_vehicle(image, found.reported(i)[0])
-                if reader and (options.read_numbers is True or verdict.decision != "match") else []
+                if reader and number_wanted(options.read_numbers, verdict) else []
                 for i, verdict in enumerate(verdicts)
             ]
         cars_by_number = numbers_index(numbers)

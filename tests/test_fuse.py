@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.stages.fuse import fuse, normalise_number, numbers_index
+from sidecar.stages.fuse import fuse, normalise_number, number_wanted, numbers_index
 from sidecar.stages.match import CarScore, MatchPolicy, Verdict, decide
 from sidecar.stages.number import NumberReading
 
@@ -95,3 +95,14 @@ def test_one_number_on_two_cars_is_settled_by_appearance_or_left_ambiguous(score
     fused = fuse(verdict, read("3"), numbers, numbers_index(numbers), POLICY)
     assert (fused.verdict.decision, fused.verdict.car_id) == (decision, car)
     assert [c.car_id for c in fused.verdict.candidates][:2] == ["x", "y"]
+
+
+@pytest.mark.parametrize(("read_numbers", "decision", "wanted"), [
+    (True, "match", True), (True, "unknown", True), (False, "ambiguous", False), (False, "unknown", False),
+    ("unsure", "match", False), ("unsure", "ambiguous", True), ("unsure", "unknown", True),
+])
+def test_which_vehicles_have_their_number_read(read_numbers: bool | str, decision: str, wanted: bool) -> None:
+    appearance = decide([CarScore("a", 0.9)] if decision == "match" else
+                        [CarScore("a", 0.9), CarScore("b", 0.89)] if decision == "ambiguous" else [], POLICY)
+    assert appearance.decision == decision
+    assert number_wanted(read_numbers, appearance) is wanted  # type: ignore[arg-type]

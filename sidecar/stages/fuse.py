@@ -27,10 +27,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from sidecar.protocol.messages import ReadNumbers
 from sidecar.stages.match import CarScore, MatchPolicy, Verdict, decide
 from sidecar.stages.number import NumberReading
 
 Signal = Literal["appearance", "number"]
+
+
+def number_wanted(read_numbers: ReadNumbers, appearance: Verdict) -> bool:
+    """Whether a vehicle's number is read: always (true), never (false), or
+    only where appearance alone does not match it ("unsure": faster, and a
+    clear appearance match is then not checked against its number)."""
+    return read_numbers is True or (read_numbers == "unsure" and appearance.decision != "match")
 
 
 @dataclass(frozen=True)
