@@ -31,10 +31,10 @@ def test_to_tensor_normalises_each_channel_in_the_models_order() -> None:
 def test_halved_averages_2x2_pixels_while_the_target_still_fits() -> None:
     image = np.zeros((41, 81, 3), np.uint8)
     image[0::2, 0::2] = 200  # one bright pixel in each 2x2 block: halving averages it to 50
-    half, factor = halved(image, 40, 20)
-    assert factor == 2 and half.shape == (20, 40, 3)  # the odd last row and column are dropped
+    half = halved(image, 40, 20)
+    assert half.shape == (20, 40, 3)  # halved once; the odd last row and column are dropped
     assert (half == 50).all()
-    quarter, factor = halved(image, 20, 10)
-    assert factor == 4 and quarter.shape == (10, 20, 3)  # once more would leave 10x5, under the size asked
-    same, factor = halved(image, 50, 30)
-    assert factor == 1 and same is image
+    quarter = halved(image, 20, 10)
+    assert quarter.shape == (10, 20, 3)  # once more would leave 10x5, under the size asked
+    same = halved(image, 50, 30)
+    assert same is image

@@ -59,7 +59,7 @@ class Embedder:
         """(N, dim) float32 unit vectors for N BGR crops; (0, dim) for none."""
         size = (self.spec.input.width, self.spec.input.height)
         # Halved first where large (fast), for the colours too: they shrink to 64 px.
-        crops = [halved(c, *size)[0] for c in crops]
+        crops = [halved(c, *size) for c in crops]
         vectors = [np.empty((0, self.spec.output_dim), np.float32)]
         for start in range(0, len(crops), MAX_BATCH):
             resized = [cv2.resize(c, size, interpolation=cv2.INTER_AREA) for c in crops[start : start + MAX_BATCH]]

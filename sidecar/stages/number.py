@@ -62,7 +62,7 @@ class TextDetector:
         # upscaled pixels add detection time and false text, not detail.
         scale = min(1.0, self.spec.longest_side / max(height, width))
         rows, cols = (max(32, int(round(side * scale / 32)) * 32) for side in (height, width))
-        resized = cv2.resize(halved(image, cols, rows)[0], (cols, rows),
+        resized = cv2.resize(halved(image, cols, rows), (cols, rows),
                              interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
         (probability,) = self._session.run([self.spec.output], {self.spec.input.name: to_tensor([resized], self.spec.input)})
         text_map = probability[0, 0]

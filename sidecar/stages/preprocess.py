@@ -38,20 +38,17 @@ def resize_by(image: np.ndarray, scale: float) -> np.ndarray:
     return cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
 
 
-def halved(image: np.ndarray, width: int, height: int) -> tuple[np.ndarray, int]:
+def halved(image: np.ndarray, width: int, height: int) -> np.ndarray:
     """`image` halved (means of 2x2 pixels) as long as it stays at least
-    `width` x `height`, the size it is about to be resized to, and the factor
-    it was shrunk by. OpenCV's area resize is several times faster for an
-    exact halving than for any other factor (a 3008x2000 photo to the
-    detector's 416x277: 11 ms in one step, 4 ms halving first) and the result
-    is nearly the same. For the stages' inference; training keeps the
-    one-step resize its models were built with."""
-    factor = 1
+    `width` x `height`, the size it is about to be resized to. OpenCV's area
+    resize is several times faster for an exact halving than for any other
+    factor, and the result is nearly the same. For the embed and number
+    stages' inference; training keeps the one-step resize its models were
+    built with, and so does the detector (halving first cost it F1 boxes)."""
     while image.shape[1] >= 2 * width and image.shape[0] >= 2 * height:
         even_h, even_w = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2
         image = cv2.resize(image[:even_h, :even_w], (even_w // 2, even_h // 2), interpolation=cv2.INTER_AREA)
-        factor *= 2
-    return image, factor
+    return image
 
 
 def shrink(image: np.ndarray, longest: int) -> np.ndarray:
