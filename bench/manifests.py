@@ -5,8 +5,11 @@
 
 - epfl-1ref / epfl-3ref: cars 01-07 enrolled with 1 reference at the front
   three-quarter view (45°) or 3 references (45°, 165°, 285°), ground-truth
-  crops; queries: every other frame of all ten cars, so cars 09 and 10 are
+  crops; queries: every other frame of all ten cars, so cars 08-10 are
   unknown cars (open set).
+- epfl-views/epfl-1ref-<angle>: the same with the one reference at each of
+  eight views, 0° (front) to 315° in 45° steps: how much matching depends on
+  the view the photographer enrolled.
 - khoa: val split; cam1 is the reference, cam2 the query; every third
   vehicle is left out of the enrolment (unknown). Each image is a crop of
   one vehicle, matched whole (its ground truth); khoa-detected matches the
@@ -124,6 +127,10 @@ def main() -> None:
         "khoa-detected.json": khoa(detected=True),
         "f1-3ref.json": f1(),
     }
+    # Apart, so `liveryid eval .cache/eval/*.json` keeps its five sets.
+    (out / "epfl-views").mkdir(exist_ok=True)
+    for angle in range(0, 360, 45):
+        manifests[f"epfl-views/epfl-1ref-{angle:03d}.json"] = epfl([float(angle)], f"epfl-1ref-{angle:03d}")
     for name, manifest in manifests.items():
         (out / name).write_text(json.dumps(manifest, indent=1))
         print(out / name)
