@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +23,12 @@ from sidecar.config import settings_from_env
 from sidecar.engine import Engine
 from sidecar.evaluation import reference_check
 from sidecar.identification import Identification
+from sidecar.inference.manifest import InputSpec
+from sidecar.inference.turns import MODEL_TURNS, background
 from sidecar.protocol.endpoint import quiet_context
 from sidecar.protocol.messages import AdaptParams, CarFields, EnrollParams, IdentifyParams, ImageRef, InitializeParams
 from sidecar.stages.match import MatchPolicy
-from sidecar.training.adapt import AdaptRecipe, dbscan, pseudo_labels
+from sidecar.training.adapt import MICRO_BATCH, AdaptRecipe, accumulate_gradients, adapt, dbscan, pseudo_labels
 from sidecar.training.onnx_module import OnnxModule, load
 from tests.sidecar_process import SidecarProcess
 
@@ -124,6 +128,64 @@ def test_pseudo_labels_choose_the_radius_that_keeps_the_references_cars_apart() 
     majority = [np.bincount(labels[i * 40 : (i + 1) * 40][labels[i * 40 : (i + 1) * 40] >= 0]).argmax() for i in range(3)]
     assert len(set(majority)) == 3
     assert np.mean([labels[i * 40 + j] == majority[i] for i in range(3) for j in range(40)]) > 0.9
+
+
+def test_a_training_step_in_parts_has_the_whole_batchs_gradient(tmp_path: Path) -> None:
+    export(SmallEmbedder(), tmp_path / "small.onnx")
+    module = load(tmp_path / "small.onnx")
+    torch.manual_seed(0)
+    images, targets = torch.rand(2 * MICRO_BATCH + 5, 3, 16, 16), torch.randint(0, 3, (2 * MICRO_BATCH + 5,))
+    memory = torch.nn.functional.normalize(torch.randn(3, 4), dim=1)
+
+    whole = torch.nn.functional.normalize(module(images), dim=1)
+    torch.nn.functional.cross_entropy(whole @ memory.T / 0.05, targets).backward()
+    expected = [p.grad.clone() for p in module.parameters() if p.grad is not None]
+    module.zero_grad()
+    features, loss = accumulate_gradients(module, images, targets, memory, 0.05)
+    got = [p.grad for p in module.parameters() if p.grad is not None]
+    assert len(got) == len(expected) > 0
+    assert all(torch.allclose(g, e, rtol=1e-4, atol=1e-6) for g, e in zip(got, expected))
+    assert torch.allclose(features, whole.detach(), atol=1e-6)
+    assert loss == pytest.approx(torch.nn.functional.cross_entropy(whole @ memory.T / 0.05, targets).item(), rel=1e-5)
+
+
+def test_adapt_pauses_its_training_while_an_interactive_request_is_in_flight(tmp_path: Path) -> None:
+    export(SmallEmbedder(), tmp_path / "small.onnx")
+    module = load(tmp_path / "small.onnx")
+    spec = InputSpec(name="image", height=16, width=16, channel_order="rgb", scale=1 / 255,
+                     mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25], resize="stretch")
+    rng = np.random.default_rng(0)
+
+    def crops(colour: tuple[int, int, int], n: int) -> list[np.ndarray]:
+        return [np.clip(np.array(colour) + rng.normal(0, 6, (24, 24, 3)), 0, 255).astype(np.uint8) for _ in range(n)]
+
+    colours = [(230, 40, 40), (40, 200, 40), (40, 40, 230)]  # three cars, three liveries
+    event = [c for colour in colours for c in crops(colour, 12)]
+    references = [c for colour in colours for c in crops(colour, 2)]
+    steps: list[int] = []
+    first_step, interactive_in = threading.Event(), threading.Event()
+
+    def progress(done: int, total: int, stage: str) -> None:
+        steps.append(done)
+        if done == 1:
+            first_step.set()
+            interactive_in.wait(5)
+
+    def run() -> None:
+        with background():
+            adapt(module, event, references, ["a", "a", "b", "b", "c", "c"], spec,
+                  AdaptRecipe(rounds=1, iterations=3, clusters_per_batch=3, images_per_cluster=2, min_samples=3, k1=8),
+                  progress=progress)
+
+    training = threading.Thread(target=run)
+    training.start()
+    assert first_step.wait(60), "adapt found nothing to train on"
+    with MODEL_TURNS.interactive():
+        interactive_in.set()
+        time.sleep(0.3)
+        assert steps == [1]  # the next step waits for the request
+    training.join(60)
+    assert steps == [1, 2, 3]
 
 
 def test_reference_check_counts_rank1_true_and_false_matches() -> None:

@@ -1,6 +1,7 @@
 """Who uses the cores next: requests the app waits on before background work.
 
-Every model run takes all the cores (its session's intra-op threads), so
+Every model run takes all the cores (its session's intra-op threads, or
+torch's during adapt: each embedding batch and training step is a run), so
 runs take turns, one at a time, through the process's one `ModelTurns`.
 Long jobs (tag, an embedder switch, adapt) mark their thread with
 `background()`; the requests the app waits on (identify, detect, embed,

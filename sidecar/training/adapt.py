@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from sidecar.evaluation import k_reciprocal_distance
 from sidecar.inference.manifest import InputSpec
+from sidecar.inference.turns import MODEL_TURNS
 from sidecar.stages.preprocess import shrink
 from sidecar.training.augment import AugmentRecipe
 from sidecar.training.onnx_module import OnnxModule
@@ -125,6 +126,32 @@ def pseudo_labels(
     return best[2], best[1], best[0]
 
 
+MICRO_BATCH = 16
+"""Crops per forward and backward pass of a training step."""
+
+
+def accumulate_gradients(
+    module: OnnxModule, images: torch.Tensor, targets: torch.Tensor, memory: torch.Tensor, temperature: float,
+) -> tuple[torch.Tensor, float]:
+    """Backpropagate the batch's mean contrastive loss against the cluster
+    `memory`, MICRO_BATCH crops at a time, each part a model turn; returns the
+    batch's unit features (detached) and its loss. The module's batch norms are
+    frozen, so a crop's loss does not depend on the others in its batch and
+    the summed gradient is the whole batch's: a step holds the cores for a
+    fraction of its time (identify sent during an adapt waits for one part,
+    not the step) and keeps a fraction of the activations."""
+    features, loss = [], 0.0
+    for start in range(0, len(images), MICRO_BATCH):
+        with MODEL_TURNS.turn():
+            part = F.normalize(module(images[start : start + MICRO_BATCH]), dim=1)
+            part_loss = F.cross_entropy(part @ memory.T / temperature, targets[start : start + MICRO_BATCH],
+                                        reduction="sum") / len(images)
+            part_loss.backward()
+        features.append(part.detach())
+        loss += part_loss.item()
+    return torch.cat(features), loss
+
+
 def adapt(
     module: OnnxModule, crops: Sequence[np.ndarray], references: Sequence[np.ndarray], cars: Sequence[str],
     spec: InputSpec, recipe: AdaptRecipe = AdaptRecipe(),
@@ -160,18 +187,18 @@ def adapt(
         per_batch = min(recipe.clusters_per_batch, clusters)
         losses = []
         for step in range(recipe.iterations):
+            MODEL_TURNS.pause_for_interactive()
             chosen, images, targets = pk_batch(crops, labels, members, per_batch, recipe.images_per_cluster, spec,
                                                recipe.augment, rng)
-            features = F.normalize(module(images), dim=1)
-            loss = F.cross_entropy(features @ memory.T / recipe.temperature, targets)
             optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
+            features, loss = accumulate_gradients(module, images, targets, memory, recipe.temperature)
+            with MODEL_TURNS.turn():
+                optimiser.step()
             with torch.no_grad():
                 for c in chosen:
                     batch_mean = features[targets == int(c)].mean(dim=0)
                     memory[c] = F.normalize(recipe.momentum * memory[c] + (1 - recipe.momentum) * batch_mean, dim=0)
-            losses.append(loss.item())
+            losses.append(loss)
             if progress is not None:
                 progress(round_index * recipe.iterations + step + 1, total, f"round {round_index + 1}")
         reports.append(RoundReport(len(crops), radius, agreement, clusters, int((labels >= 0).sum()),

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sidecar.inference.manifest import InputSpec
+from sidecar.inference.turns import MODEL_TURNS
 from sidecar.stages.preprocess import shrink, to_tensor
 from sidecar.training.augment import AugmentRecipe, augment
 from sidecar.training.mobilenetv2 import MobileNetV2Features
@@ -159,14 +160,17 @@ def train(
 
 
 def embed(model: nn.Module, crops: Sequence[np.ndarray], spec: InputSpec, batch: int = 32) -> np.ndarray:
-    """(N, 1280) unit vectors, computed as the sidecar's embed stage computes them."""
+    """(N, 1280) unit vectors, computed as the sidecar's embed stage computes them.
+    Each batch takes a model turn, as the sidecar's ONNX runs do (`adapt` embeds
+    an event's crops in the background)."""
     size = (spec.width, spec.height)
     out = []
     model.eval()
     with torch.no_grad():
         for start in range(0, len(crops), batch):
             resized = [cv2.resize(c, size, interpolation=cv2.INTER_AREA) for c in crops[start : start + batch]]
-            out.append(F.normalize(model(torch.from_numpy(to_tensor(resized, spec))), dim=1).numpy())
+            with MODEL_TURNS.turn():
+                out.append(F.normalize(model(torch.from_numpy(to_tensor(resized, spec))), dim=1).numpy())
     return np.concatenate(out) if out else np.empty((0, FEATURE_DIM), np.float32)
 
 
