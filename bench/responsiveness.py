@@ -1,13 +1,15 @@
-"""How long the app waits for `identify` while a `tag` runs, through the
-real sidecar process (JSON-RPC on stdin/stdout, its default two workers),
-against the same identify when the sidecar is idle.
+"""How long the app waits for `identify` while a `tag` (or an `adapt`)
+runs, through the real sidecar process (JSON-RPC on stdin/stdout, its
+default two workers), against the same identify when the sidecar is idle.
 
-    .venv/bin/python -m bench.responsiveness [--photos 60] [--interval 1] [--no-numbers] [--references N ...]
+    .venv/bin/python -m bench.responsiveness [--photos 60] [--interval 1] [--no-numbers] [--during tag|adapt]
+                                             [--references N ...]
 
 The photos and the 40-car library are bench.throughput's (24 MP JPEGs).
 Identify asks about one of those photos, one request at a time, idle, then
-once every --interval seconds while the tag runs. With --references, idle
-identify against libraries grown to N references.
+once every --interval seconds while the tag runs (or an adapt on the same
+photos, measuring only: switch false). With --references, idle identify
+against libraries grown to N references.
 """
 
 from __future__ import annotations
@@ -114,6 +116,7 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=60)
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between identify calls during the tag")
     parser.add_argument("--no-numbers", action="store_true", help="identify without reading numbers (tag reads them)")
+    parser.add_argument("--during", choices=["tag", "adapt"], default="tag", help="the background job")
     parser.add_argument("--references", type=int, nargs="+", metavar="N",
                         help="instead: idle identify against libraries of N references")
     args = parser.parse_args()
@@ -138,23 +141,29 @@ def main() -> None:
         try:
             client.call("init", "initialize", {"library": str(library)})
             client.call("warm", "identify", query)
-            started = client.send("tag", "tag", {"images": [str(photos[0].parent)], "rescan": True})
+            folder = [str(photos[0].parent)]
+            job = {"images": folder, "rescan": True} if args.during == "tag" else {"images": folder, "switch": False}
+            started = client.send("job", args.during, job)
             loaded: list[float] = []
-            while "tag" not in client.answers:
+            while "job" not in client.answers:
                 time.sleep(args.interval)
-                if "tag" not in client.answers:
+                if "job" not in client.answers:
                     loaded.append(client.call(f"busy{len(loaded)}", "identify", query)[0])
-            finished, tag = client.wait("tag")
+            finished, answer = client.wait("job")
         finally:
             client.close()
-    result = tag["result"]
+    if "error" in answer:
+        sys.exit(f"{args.during}: {answer['error']}")
+    result, seconds = answer["result"], finished - started
+    meanwhile = (f"a tag of {result['tagged']} such photos ({result['tagged'] / seconds:.2f} photos/s meanwhile)"
+                 if args.during == "tag" else
+                 f"an adapt on those photos ({result['crops']} crops, {seconds:.0f} s; switch false)")
     print(f"identify{' (numbers not read)' if args.no_numbers else ''} on a 24 MP JPEG (6016x4000), 40 enrolled cars, "
-          f"idle and once every {args.interval:g} s during a tag "
-          f"of {result['tagged']} such photos ({result['tagged'] / (finished - started):.2f} photos/s meanwhile)")
+          f"idle and once every {args.interval:g} s during {meanwhile}")
     print("| sidecar | identify calls | p50 ms | p90 ms | max ms |")
     print("|---|---|---|---|---|")
     print(f"| idle | {summary(idle)} |")
-    print(f"| tagging | {summary(loaded)} |")
+    print(f"| {'tagging' if args.during == 'tag' else 'adapting'} | {summary(loaded)} |")
 
 
 if __name__ == "__main__":

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from contextlib import nullcontext
+from pathlib import Path
 
-from sidecar.inference.turns import ModelTurns, background
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from sidecar.inference.session import OrtSession
+from sidecar.inference.turns import MODEL_TURNS, ModelTurns, background
 
 
 def wait_until(condition, seconds: float = 5.0) -> None:
@@ -101,3 +109,67 @@ def test_background_marks_only_its_own_thread() -> None:
         other.start()
         assert ran.wait(5)
         other.join(5)
+
+
+def test_an_interactive_request_stops_the_background_run_under_way_and_no_other() -> None:
+    turns = ModelTurns()
+    stopped: list[str] = []
+    inside, release = threading.Event(), threading.Event()
+
+    def tag_run() -> None:
+        with background(), turns.turn(stop=lambda: stopped.append("tag")):
+            inside.set()
+            release.wait(5)
+
+    tag = threading.Thread(target=tag_run)
+    tag.start()
+    inside.wait(5)
+    with turns.interactive():
+        assert stopped == ["tag"]
+        release.set()
+        tag.join(5)
+        with turns.turn(stop=lambda: stopped.append("identify")):
+            with turns.interactive():  # a second request does not stop an interactive run
+                pass
+    with background(), turns.turn(stop=lambda: stopped.append("tag, later")):
+        pass
+    with turns.interactive():  # nor a run that has ended
+        pass
+    assert stopped == ["tag"]
+
+
+def matmul_chain(path: Path, size: int, length: int) -> None:
+    """A model that takes a while: `length` products with one square matrix (scaled to keep values finite)."""
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [size, size],
+                                (np.random.default_rng(0).standard_normal((size, size)) / np.sqrt(size)).astype(np.float32).ravel())
+    nodes = [helper.make_node("MatMul", ["x" if i == 0 else f"h{i}", "w"], ["y" if i == length - 1 else f"h{i + 1}"])
+             for i in range(length)]
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [size, size])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [size, size])], [weight])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+
+
+def test_a_background_model_run_gives_way_to_an_interactive_request_then_runs_again(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    matmul_chain(tmp_path / "chain.onnx", 512, 150)
+    session = OrtSession(tmp_path / "chain.onnx", 2)
+    x = np.random.default_rng(1).standard_normal((512, 512)).astype(np.float32)
+    expected = session.run(["y"], {"x": x})[0]
+    order: list[str] = []
+    got: list[np.ndarray] = []
+
+    def tag_run() -> None:
+        with background():
+            got.append(session.run(["y"], {"x": x})[0])
+        order.append("tag's run returned")
+
+    caplog.set_level(logging.DEBUG, logger="sidecar.inference.session")
+    tag = threading.Thread(target=tag_run)
+    tag.start()
+    time.sleep(0.1)  # into the run (hundreds of milliseconds)
+    with MODEL_TURNS.interactive(), MODEL_TURNS.turn():
+        order.append("identify's run")
+    tag.join(30)
+    assert order == ["identify's run", "tag's run returned"]
+    assert "stopped for an interactive request" in caplog.text
+    np.testing.assert_array_equal(got[0], expected)

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import Fail
 
 from sidecar.inference.turns import MODEL_TURNS
+
+log = logging.getLogger(__name__)
 
 
 class OrtSession:
     """An ONNX Runtime CPU session with explicit thread counts, its runs
     taking turns with every other session's (`turns.py`) so that models do
-    not oversubscribe the cores and interactive requests go first."""
+    not oversubscribe the cores and interactive requests go first, a
+    background run under way stopping for them."""
 
     def __init__(self, path: Path, intra_op_threads: int, spin_wait: bool = False) -> None:
         options = ort.SessionOptions()
@@ -31,5 +36,13 @@ class OrtSession:
         return dict(self._session.get_modelmeta().custom_metadata_map)
 
     def run(self, outputs: list[str], inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
-        with MODEL_TURNS.turn():
-            return self._session.run(outputs, inputs)
+        while True:
+            options = ort.RunOptions()
+            # Set from another thread, the flag ends the run between two operators.
+            with MODEL_TURNS.turn(stop=lambda: setattr(options, "terminate", True)):
+                try:
+                    return self._session.run(outputs, inputs, options)
+                except Fail:
+                    if not options.terminate:
+                        raise
+            log.debug("a background run stopped for an interactive request: running it again")
