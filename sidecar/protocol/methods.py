@@ -58,7 +58,8 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec("identify", IdentifyParams, IdentifyResult,
                    "Detect the vehicles of an image and name each: match, ambiguous or unknown, with candidates."),
         MethodSpec("tag", TagParams, TagResult,
-                   "Identify every photo of folders or lists, storing results; photos already tagged are skipped."),
+                   "Identify every photo of folders or lists, storing results; photos already tagged are skipped. "
+                   "Runs in the background: detect, embed, enroll and identify sent meanwhile go first."),
         MethodSpec("results.query", ResultsQueryParams, ResultsQueryResult,
                    "Stored detections by car, decision, score or review state."),
         MethodSpec("results.confirm", ReviewParams, ReviewResult,
@@ -67,7 +68,8 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec("export", ExportParams, ExportResult,
                    "Write the results as CSV or JSON, or as XMP sidecar files beside the photos."),
         MethodSpec("adapt", AdaptParams, AdaptResult,
-                   "Fine-tune the embedder on the event's unlabelled photos; use it when it is better on the enrolled references."),
+                   "Fine-tune the embedder on the event's unlabelled photos; use it when it is better on the enrolled "
+                   "references. Runs in the background, as tag does."),
         MethodSpec("adapt.revert", None, AdaptRevertResult,
                    "Go back to the shipped embedder (the adapted model stays in the library)."),
     )
