@@ -188,6 +188,23 @@ def test_adapt_pauses_its_training_while_an_interactive_request_is_in_flight(tmp
     assert steps == [1, 2, 3]
 
 
+def test_pseudo_labels_number_only_the_clusters_the_event_is_in() -> None:
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(4, 16))
+
+    def around(car: int, n: int) -> np.ndarray:
+        points = centres[car] + 0.08 * rng.normal(size=(n, 16))
+        return points / np.linalg.norm(points, axis=1, keepdims=True)
+
+    # Cars d to h were enrolled, look alike and are not in the event: their
+    # references form a cluster of their own.
+    event = np.vstack([around(car, 40) for car in range(3)])
+    references = np.vstack([around(3, 5), around(0, 2), around(1, 2), around(2, 2)])
+    labels, _, _ = pseudo_labels(event, references, ["d", "e", "f", "g", "h", "a", "a", "b", "b", "c", "c"],
+                                 AdaptRecipe())
+    assert sorted(set(labels[labels >= 0])) == [0, 1, 2]
+
+
 def test_reference_check_counts_rank1_true_and_false_matches() -> None:
     # Car a: two close references; car b: two references far apart, the
     # second close to car a's (a livery seen from a misleading side).

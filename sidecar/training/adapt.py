@@ -107,8 +107,9 @@ def dbscan(distance: np.ndarray, eps: float, min_samples: int) -> np.ndarray:
 def pseudo_labels(
     vectors: np.ndarray, references: np.ndarray, cars: Sequence[str], recipe: AdaptRecipe,
 ) -> tuple[np.ndarray, float, float]:
-    """Cluster labels of the unit `vectors` (-1: outlier), clustered together
-    with the `references` of known `cars`; returns (labels, radius, agreement)."""
+    """Cluster labels of the unit `vectors` (-1: outlier; clusters numbered
+    0 to k-1), clustered together with the `references` of known `cars`;
+    returns (labels, radius, agreement)."""
     joint = np.vstack([references, vectors])
     jaccard = k_reciprocal_distance(joint @ joint.T, recipe.k1, recipe.k2)
     same = np.asarray(cars)[:, None] == np.asarray(cars)[None, :]
@@ -123,7 +124,11 @@ def pseudo_labels(
         if best is None or agreement >= best[0]:  # ties: the wider radius, which clusters more of the event
             best = (float(agreement), radius, labels[len(cars):])
     assert best is not None
-    return best[2], best[1], best[0]
+    labels = best[2]
+    # A cluster of references alone (cars enrolled but absent from the event)
+    # has nothing to train on: number only the clusters the vectors are in.
+    present = np.unique(labels[labels >= 0])
+    return np.where(labels >= 0, np.searchsorted(present, labels), -1), best[1], best[0]
 
 
 MICRO_BATCH = 16
