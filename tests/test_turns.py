@@ -71,28 +71,53 @@ def test_decoding_ahead_pauses_while_an_interactive_request_is_in_flight() -> No
     decoder.join(5)
 
 
-def test_runs_never_overlap() -> None:
+def test_runs_of_a_kind_never_overlap_and_no_background_run_starts_during_an_interactive_one() -> None:
     turns = ModelTurns()
-    inside = most = 0
+    inside = {True: 0, False: 0}
+    most = {True: 0, False: 0}
+    background_started_during_interactive = 0
     lock = threading.Lock()
 
     def run(is_background: bool) -> None:
-        nonlocal inside, most
+        nonlocal background_started_during_interactive
         for _ in range(20):
             with background() if is_background else nullcontext(), turns.turn():
                 with lock:
-                    inside += 1
-                    most = max(most, inside)
+                    if is_background and inside[False]:
+                        background_started_during_interactive += 1
+                    inside[is_background] += 1
+                    most[is_background] = max(most[is_background], inside[is_background])
                 time.sleep(0.0005)
                 with lock:
-                    inside -= 1
+                    inside[is_background] -= 1
 
     threads = [threading.Thread(target=run, args=(i % 2 == 0,)) for i in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(10)
-    assert most == 1
+    assert most == {True: 1, False: 1} and background_started_during_interactive == 0
+
+
+def test_an_interactive_request_shares_the_cores_with_a_background_run_that_cannot_stop() -> None:
+    turns = ModelTurns()
+    order: list[str] = []
+    inside, release = threading.Event(), threading.Event()
+
+    def training_part() -> None:  # a torch part: no way to stop it
+        with background(), turns.turn():
+            inside.set()
+            release.wait(5)
+            order.append("training part ended")
+
+    part = threading.Thread(target=training_part)
+    part.start()
+    inside.wait(5)
+    with turns.interactive(), turns.turn():
+        order.append("identify's run")
+    release.set()
+    part.join(5)
+    assert order == ["identify's run", "training part ended"]
 
 
 def test_background_marks_only_its_own_thread() -> None:

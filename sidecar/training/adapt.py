@@ -142,9 +142,9 @@ def accumulate_gradients(
     `memory`, MICRO_BATCH crops at a time, each part a model turn; returns the
     batch's unit features (detached) and its loss. The module's batch norms are
     frozen, so a crop's loss does not depend on the others in its batch and
-    the summed gradient is the whole batch's: a step holds the cores for a
-    fraction of its time (identify sent during an adapt waits for one part,
-    not the step) and keeps a fraction of the activations."""
+    the summed gradient is the whole batch's: identify sent during an adapt
+    shares the cores with one part, not the step (no part starts while it is
+    in flight), and a step keeps a fraction of the activations."""
     features, loss = [], 0.0
     for start in range(0, len(images), MICRO_BATCH):
         with MODEL_TURNS.turn():
