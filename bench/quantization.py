@@ -20,19 +20,18 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import onnxruntime as ort
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
 from bench.datasets import epfl_frames
 from sidecar.config import settings_from_env
 from sidecar.engine import Engine
 from sidecar.inference.manifest import InputSpec
+from sidecar.inference.session import OrtSession
 from sidecar.protocol.messages import ImageRef
 from sidecar.stages.decode import ImageLimits, load_image
 from sidecar.stages.preprocess import letterbox, to_tensor
 
 CALIBRATION_IMAGES = 16
-LIMITS = ImageLimits(max_pixels=200_000_000, max_file_bytes=512 * 1024 * 1024)
 
 
 def cpu_flags() -> set[str]:
@@ -53,24 +52,21 @@ class Images(CalibrationDataReader):
         return next(self._feeds, None)
 
 
-def inputs_for(spec: InputSpec, size: tuple[int, int], letterboxed: bool) -> list[np.ndarray]:
+def inputs_for(spec: InputSpec, size: tuple[int, int], letterboxed: bool, limits: ImageLimits) -> list[np.ndarray]:
     """One (1, 3, H, W) tensor per calibration frame, at `size` (width, height)."""
-    frames = [load_image(ImageRef(path=str(f.path)), LIMITS) for f in epfl_frames()[:: 50][:CALIBRATION_IMAGES]]
+    frames = [load_image(ImageRef(path=str(f.path)), limits) for f in epfl_frames()[:: 50][:CALIBRATION_IMAGES]]
     fitted = [letterbox(f, *size)[0] if letterboxed else cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames]
     return [to_tensor([image], spec) for image in fitted]
 
 
 def milliseconds(path: Path, name: str, tensor: np.ndarray, threads: int, runs: int) -> float:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    session.run(None, {name: tensor})
+    """Median time of a run in a session set up as the sidecar sets up its own."""
+    session = OrtSession(path, threads)
+    session.run(session.output_names, {name: tensor})
     times = []
     for _ in range(runs):
         started = time.perf_counter()
-        session.run(None, {name: tensor})
+        session.run(session.output_names, {name: tensor})
         times.append(1000 * (time.perf_counter() - started))
     return statistics.median(times)
 
@@ -95,7 +91,7 @@ def main() -> None:
             spec = engine.manifest().get(name)
             source = engine.model_file(name)
             width, height = size or (spec.input.width, spec.input.height)
-            tensors = inputs_for(spec.input, (width, height), letterboxed)
+            tensors = inputs_for(spec.input, (width, height), letterboxed, engine.limits)
             timings = [milliseconds(source, spec.input.name, tensors[0], settings.intra_op_threads, args.runs)]
             dynamic, static = Path(tmp) / f"{name}-dynamic.onnx", Path(tmp) / f"{name}-static.onnx"
             for build, path in [
