@@ -13,6 +13,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="training needs the `train` extra")
 
 from sidecar.inference.manifest import load_manifest  # noqa: E402
+from sidecar.stages.preprocess import to_tensor  # noqa: E402
 from sidecar.training import vehicle_head  # noqa: E402
 from sidecar.training.vehicle_head import (  # noqa: E402
     FeatureExtractor,
@@ -64,11 +65,16 @@ def test_atss_picks_cells_inside_the_box_at_a_scale_that_fits_it() -> None:
 def test_training_learns_to_score_the_labelled_object(coco_model: onnx.ModelProto) -> None:
     rng = np.random.default_rng(0)
     scenes = [striped_block(rng) for _ in range(8)]
-    recipe = HeadRecipe(canvases_per_image=2, iterations=150, batch_canvases=8, random_negatives=128)
-    extractor = FeatureExtractor(coco_model, threads=2)
-    samples = collect([s[0] for s in scenes], [s[1] for s in scenes], extractor, VEHICLES, recipe, [False] * 8)
+    # Photos with nothing boxed are negatives, cropped at random where others zoom on their first box.
+    negatives = [(np.clip(rng.normal(110, 12, (240, 320, 3)), 0, 255).astype(np.uint8), np.zeros((0, 4), np.float32))
+                 for _ in range(2)]
+    scenes += negatives
+    recipe = HeadRecipe(canvases_per_image=3, iterations=150, batch_canvases=8, random_negatives=128)
+    extractor = FeatureExtractor(coco_model, COCO.input, threads=2)
+    samples = collect([s[0] for s in scenes], [s[1] for s in scenes], extractor, VEHICLES, recipe, [False] * 10)
     data = samples.stacked()
     positive = ~torch.isnan(data["targets"][:, 0])
+    assert not positive[data["canvas"] >= 8 * 3].any() and (data["canvas"] >= 8 * 3).any()
     before = VehicleHead(coco_head(coco_model), VEHICLES)
     after = train(samples, coco_head(coco_model), VEHICLES, recipe)
     with torch.no_grad():
@@ -78,23 +84,28 @@ def test_training_learns_to_score_the_labelled_object(coco_model: onnx.ModelProt
     assert score_after[~positive].mean() < 0.05
 
 
-def test_the_grafted_graph_computes_the_head_and_keeps_the_coco_outputs(coco_model: onnx.ModelProto) -> None:
+@pytest.mark.parametrize("hidden", [0, 16])
+def test_the_grafted_graph_computes_the_head_and_keeps_the_coco_outputs(coco_model: onnx.ModelProto,
+                                                                         hidden: int) -> None:
     import onnxruntime as ort
 
-    head = VehicleHead(coco_head(coco_model), VEHICLES)
+    head = VehicleHead(coco_head(coco_model), VEHICLES, hidden)
     with torch.no_grad():
         head.layers[1].weight[0] += 0.01  # anything but the initial weights
+        for branch in head.branches:  # the residual branch starts at zero: make it count
+            torch.nn.init.normal_(branch[2].weight, std=0.05)
+            torch.nn.init.normal_(branch[2].bias, std=0.05)
     grafted = graft(coco_model, head)
     image, _ = striped_block(np.random.default_rng(1))
     canvas = np.full((416, 416, 3), 114, np.uint8)
     canvas[:240, :320] = image
-    tensor = np.ascontiguousarray(canvas[..., ::-1].transpose(2, 0, 1)[None], np.float32) / 255.0
+    tensor = to_tensor([canvas], COCO.input)
     names = [f"{kind}_s{s}" for s in vehicle_head.STRIDES for kind in ("vehicle", "vehicle_boxes", "scores")]
     out = dict(zip(names, ort.InferenceSession(grafted.SerializeToString()).run(names, {"image": tensor})))
     coco_scores = ort.InferenceSession(coco_model.SerializeToString()).run(["scores_s16"], {"image": tensor})[0]
     np.testing.assert_array_equal(out["scores_s16"], coco_scores)
 
-    features, _, _ = FeatureExtractor(coco_model, threads=2)(canvas)
+    features, _, _ = FeatureExtractor(coco_model, COCO.input, threads=2)(canvas)
     level = np.concatenate([np.full((416 // s) ** 2, i) for i, s in enumerate(vehicle_head.STRIDES)])
     with torch.no_grad():
         expected = head(torch.from_numpy(features), torch.from_numpy(level)).numpy()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import onnx
@@ -32,7 +33,8 @@ from onnx import helper, numpy_helper
 from torch import nn
 
 from sidecar.stages.detect import box_area, box_iou, decode_gfl, grid_centres
-from sidecar.stages.preprocess import LETTERBOX_FILL, letterbox, resize_by
+from sidecar.inference.manifest import InputSpec
+from sidecar.stages.preprocess import LETTERBOX_FILL, letterbox, resize_by, to_tensor
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,8 @@ class HeadRecipe:
     batch_canvases: int = 64
     learning_rate: float = 3e-3
     weight_decay: float = 1e-4
+    hidden: int = 128
+    """Width of the head's residual branch (0: the linear layer alone)."""
     ignore_coco_score: float = 0.25
     """Cells the COCO head calls a vehicle this surely, away from every labelled box, are unlabelled
     vehicles (motor-show backgrounds are full of cars): neither positive nor negative."""
@@ -105,7 +109,8 @@ def with_feature_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
 class FeatureExtractor:
     """Runs the COCO NanoDet once per canvas: per-cell features, COCO scores and decoded boxes."""
 
-    def __init__(self, model: onnx.ModelProto, threads: int) -> None:
+    def __init__(self, model: onnx.ModelProto, input_spec: InputSpec, threads: int) -> None:
+        self._input = input_spec
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         self._session = ort.InferenceSession(with_feature_outputs(model).SerializeToString(), options,
@@ -117,8 +122,8 @@ class FeatureExtractor:
 
     def __call__(self, canvas: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """BGR canvas (416, 416, 3) -> features (cells, 128), COCO scores (cells, 80), boxes (cells, 4)."""
-        tensor = np.ascontiguousarray(canvas[..., ::-1].transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
-        out = self._session.run(self._outputs, {"image": tensor})
+        # Normalised exactly as the detect stage feeds the model at run time.
+        out = self._session.run(self._outputs, {self._input.name: to_tensor([canvas], self._input)})
         features = np.concatenate([out[6 + i][0].reshape(FEATURES, -1).T for i in range(len(STRIDES))])
         scores = np.concatenate([out[2 * i][0] for i in range(len(STRIDES))])
         offset = 0
@@ -174,9 +179,15 @@ def place(image: np.ndarray, boxes: np.ndarray, fill: float, rng: np.random.Gene
 def zoom(image: np.ndarray, boxes: np.ndarray, margin: tuple[float, float], rng: np.random.Generator
          ) -> tuple[np.ndarray, np.ndarray]:
     """The image cropped around its first box, each side moved out (or in) by a random share of the
-    box's size; boxes clipped to the crop, those left with under a third of their area dropped."""
+    box's size; boxes clipped to the crop, those left with under a third of their area dropped.
+    An image without boxes (a negative) is cropped around a random third to half of it."""
     height, width = image.shape[:2]
-    x1, y1, x2, y2 = boxes[0]
+    if len(boxes):
+        x1, y1, x2, y2 = boxes[0]
+    else:
+        x2, y2 = width * rng.uniform(0.33, 0.5), height * rng.uniform(0.33, 0.5)
+        x1, y1 = rng.uniform(0, width - x2), rng.uniform(0, height - y2)
+        x2, y2 = x1 + x2, y1 + y2
     grow = rng.uniform(*margin, size=4) * np.asarray([x2 - x1, y2 - y1, x2 - x1, y2 - y1])
     left, top = int(np.clip(x1 - grow[0], 0, width - 2)), int(np.clip(y1 - grow[1], 0, height - 2))
     right, bottom = int(np.clip(x2 + grow[2], left + 2, width)), int(np.clip(y2 + grow[3], top + 2, height))
@@ -240,11 +251,16 @@ def collect(
 
 class VehicleHead(nn.Module):
     """Per stride, a 1x1 convolution (a linear map per cell) from 128 features to
-    1 vehicle logit and 4 x 11 box-distribution logits."""
+    1 vehicle logit and 4 x 11 box-distribution logits, plus, when `hidden` > 0, a
+    residual branch of two 1x1 convolutions with a ReLU between them: more room
+    for shapes the COCO features do not separate linearly (open-wheel cars),
+    starting at zero so training begins from the COCO head."""
 
-    def __init__(self, initial: Sequence[tuple[np.ndarray, np.ndarray]], vehicle_class_ids: Sequence[int]) -> None:
+    def __init__(self, initial: Sequence[tuple[np.ndarray, np.ndarray]], vehicle_class_ids: Sequence[int],
+                 hidden: int = 0) -> None:
         super().__init__()
         self.layers = nn.ModuleList()
+        self.branches = nn.ModuleList()
         for coco_weight, coco_bias in initial:  # the COCO layer: (124, 128), (124,)
             weight, bias = np.array(coco_weight, np.float32), np.array(coco_bias, np.float32)
             layer = nn.Linear(FEATURES, 1 + 4 * (REG_MAX + 1))
@@ -255,12 +271,17 @@ class VehicleHead(nn.Module):
                 layer.weight[1:] = torch.from_numpy(weight[COCO_CLASSES:])
                 layer.bias[1:] = torch.from_numpy(bias[COCO_CLASSES:])
             self.layers.append(layer)
+            if hidden:
+                last = nn.Linear(hidden, 1 + 4 * (REG_MAX + 1))
+                nn.init.zeros_(last.weight)
+                nn.init.zeros_(last.bias)
+                self.branches.append(nn.Sequential(nn.Linear(FEATURES, hidden), nn.ReLU(), last))
 
     def forward(self, features: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
         out = torch.empty(len(features), 1 + 4 * (REG_MAX + 1))
         for i, layer in enumerate(self.layers):
             mask = level == i
-            out[mask] = layer(features[mask])
+            out[mask] = layer(features[mask]) + (self.branches[i](features[mask]) if self.branches else 0)
         return out
 
 
@@ -315,7 +336,7 @@ def train(samples: CellSamples, initial: Sequence[tuple[np.ndarray, np.ndarray]]
     data = samples.stacked()
     canvases = int(data["canvas"].max()) + 1
     by_canvas = [torch.nonzero(data["canvas"] == i).flatten() for i in range(canvases)]
-    head = VehicleHead(initial, vehicle_class_ids)
+    head = VehicleHead(initial, vehicle_class_ids, recipe.hidden)
     optimiser = torch.optim.AdamW(head.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, recipe.iterations)
     generator = torch.Generator().manual_seed(recipe.seed)
@@ -345,6 +366,18 @@ def coco_head(model: onnx.ModelProto) -> list[tuple[np.ndarray, np.ndarray]]:
     return layers
 
 
+def _conv_1x1(graph: onnx.GraphProto, layer: nn.Linear, source: str, name: str) -> str:
+    """A linear map applied per cell, as a 1x1 convolution node of the graph; returns its output's name."""
+    weight = layer.weight.detach().numpy().astype(np.float32)
+    graph.initializer.extend([
+        numpy_helper.from_array(weight.reshape(*weight.shape, 1, 1), f"{name}_weight"),
+        numpy_helper.from_array(layer.bias.detach().numpy().astype(np.float32), f"{name}_bias"),
+    ])
+    graph.node.append(helper.make_node("Conv", [source, f"{name}_weight", f"{name}_bias"], [name], name=name,
+                                       kernel_shape=[1, 1]))
+    return name
+
+
 def graft(model: onnx.ModelProto, head: VehicleHead) -> onnx.ModelProto:
     """The NanoDet graph with the vehicle head beside the COCO one: per stride, new outputs
     `vehicle_s<stride>` (1, cells, 1) sigmoid scores and `vehicle_boxes_s<stride>` (1, cells, 44),
@@ -354,20 +387,24 @@ def graft(model: onnx.ModelProto, head: VehicleHead) -> onnx.ModelProto:
     graph = grafted.graph
     boxes_channels = 4 * (REG_MAX + 1)
     layers: list[nn.Linear] = list(head.layers)  # type: ignore[arg-type]
-    for layer, stride, features in zip(layers, STRIDES, FEATURE_TENSORS):
+    for index, (layer, stride, features) in enumerate(zip(layers, STRIDES, FEATURE_TENSORS)):
         prefix = f"vehicle_head_s{stride}"
-        weight = layer.weight.detach().numpy().astype(np.float32).reshape(-1, FEATURES, 1, 1)
-        bias = layer.bias.detach().numpy().astype(np.float32)
         graph.initializer.extend([
-            numpy_helper.from_array(weight, f"{prefix}_weight"),
-            numpy_helper.from_array(bias, f"{prefix}_bias"),
             numpy_helper.from_array(np.asarray([1, 1 + boxes_channels, -1], np.int64), f"{prefix}_shape"),
             numpy_helper.from_array(np.asarray([1, boxes_channels], np.int64), f"{prefix}_split"),
         ])
+        logits = _conv_1x1(graph, layer, features, f"{prefix}_conv")
+        if head.branches:
+            branch_layers = cast(nn.Sequential, head.branches[index])
+            first, second = cast(nn.Linear, branch_layers[0]), cast(nn.Linear, branch_layers[2])
+            hidden = _conv_1x1(graph, first, features, f"{prefix}_branch_in")
+            graph.node.append(helper.make_node("Relu", [hidden], [f"{prefix}_branch_relu"],
+                                               name=f"{prefix}_branch_relu"))
+            branch = _conv_1x1(graph, second, f"{prefix}_branch_relu", f"{prefix}_branch_out")
+            graph.node.append(helper.make_node("Add", [logits, branch], [f"{prefix}_sum"], name=f"{prefix}_sum"))
+            logits = f"{prefix}_sum"
         graph.node.extend([
-            helper.make_node("Conv", [features, f"{prefix}_weight", f"{prefix}_bias"], [f"{prefix}_conv"],
-                             name=f"{prefix}_conv", kernel_shape=[1, 1]),
-            helper.make_node("Reshape", [f"{prefix}_conv", f"{prefix}_shape"], [f"{prefix}_flat"],
+            helper.make_node("Reshape", [logits, f"{prefix}_shape"], [f"{prefix}_flat"],
                              name=f"{prefix}_reshape"),
             helper.make_node("Transpose", [f"{prefix}_flat"], [f"{prefix}_cells"], name=f"{prefix}_transpose",
                              perm=[0, 2, 1]),
