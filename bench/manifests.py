@@ -16,7 +16,8 @@
   detector's dominant box inside each crop instead.
 - f1-3ref: 3 fixed-seed random images per team as references, the rest as
   queries; no boxes (the dominant detected vehicle), synthetic images:
-  report apart from the real ones.
+  report apart from the real ones. f1-boxed/f1-3ref-boxed: the same split
+  of the 93 hand-boxed images (bench/labels), matched on their boxes.
 
 None of these images is trained on (bench.datasets says what is).
 """
@@ -30,7 +31,7 @@ import cv2
 import sys
 from pathlib import Path
 
-from bench.datasets import DATA_DIR, EPFL_DIR, KHOA_DIR, BoxedFrame, epfl_frames, f1_images, khoa_images
+from bench.datasets import DATA_DIR, EPFL_DIR, KHOA_DIR, BoxedFrame, epfl_frames, f1_boxes, f1_images, khoa_images
 UNKNOWN_EPFL_CARS = {8, 9, 10}  # a third of the cars: never enrolled
 
 
@@ -102,17 +103,22 @@ def whole_frame(path: Path) -> list[float]:
     return [0.0, 0.0, float(width), float(height)]
 
 
-def f1() -> dict[str, object]:
+def f1(boxed: bool) -> dict[str, object]:
+    """All F1 images, matched on the dominant detected vehicle; or `boxed`, only the hand-boxed
+    ones, matched on their labelled box: the embedder's share of the F1 figures, without the detector's."""
+    boxes: dict[Path, list[float] | None] = (
+        {path: list(box) for path, box in f1_boxes()} if boxed else {path: None for path, _ in f1_images()})
     by_team: dict[str, list[Path]] = {}
-    for path, team in f1_images():
-        by_team.setdefault(team, []).append(path)
+    for path in boxes:
+        by_team.setdefault(path.parent.name, []).append(path)
     rng = random.Random(7)
     references, queries = [], []
     for team, paths in sorted(by_team.items()):
-        chosen = set(rng.sample(paths, 3))
-        references += [{"image": str(p), "car": team, "box": None} for p in sorted(chosen)]
-        queries += [{"image": str(p), "car": team, "box": None} for p in paths if p not in chosen]
-    return {"name": "f1-game-3ref (synthetic)", "references": references, "queries": queries}
+        chosen = set(rng.sample(sorted(paths), 3))
+        references += [{"image": str(p), "car": team, "box": boxes[p]} for p in sorted(chosen)]
+        queries += [{"image": str(p), "car": team, "box": boxes[p]} for p in sorted(paths) if p not in chosen]
+    name = "f1-game-3ref-boxed (synthetic, hand-boxed)" if boxed else "f1-game-3ref (synthetic)"
+    return {"name": name, "references": references, "queries": queries}
 
 
 def main() -> None:
@@ -125,10 +131,12 @@ def main() -> None:
         "epfl-3ref.json": epfl([45.0, 165.0, 285.0], "epfl-3ref"),
         "khoa.json": khoa(detected=False),
         "khoa-detected.json": khoa(detected=True),
-        "f1-3ref.json": f1(),
+        "f1-3ref.json": f1(boxed=False),
+        "f1-boxed/f1-3ref-boxed.json": f1(boxed=True),
     }
     # Apart, so `liveryid eval .cache/eval/*.json` keeps its five sets.
     (out / "epfl-views").mkdir(exist_ok=True)
+    (out / "f1-boxed").mkdir(exist_ok=True)
     for angle in range(0, 360, 45):
         manifests[f"epfl-views/epfl-1ref-{angle:03d}.json"] = epfl([float(angle)], f"epfl-1ref-{angle:03d}")
     for name, manifest in manifests.items():

@@ -1,14 +1,16 @@
 """Build the project's vehicle detector: NanoDet-m's COCO model (built first
 by convert_nanodet.py) with its last layer retrained for one class,
 "vehicle", and a retrained box regression (sidecar/training/vehicle_head.py),
-on the EPFL frames of cars 01-05 with their ground-truth boxes and the Khoa
+on the EPFL frames of cars 01-05 with their ground-truth boxes, the Khoa
 train-split crops (motorbikes, cars, vans, trucks from behind, each crop
-boxed whole). EPFL cars 06-10, the Khoa val split and the F1 game images are
+boxed whole), and synthetic track photos drawn from TORCS's car models
+(sidecar/training/renders.py): the only open-wheel cars the detector may
+learn from. EPFL cars 06-10, the Khoa val split and the F1 game images are
 never trained on: `python -m bench.detection` and `liveryid eval` measure
 on them.
 
 Runs in the sidecar's environment with the `train` extra (torch). Needs
-../shared/data.
+../shared/data, and Debian's torcs-data package (fetched with apt-get).
 """
 
 from __future__ import annotations
@@ -26,9 +28,15 @@ from bench.datasets import DATA_DIR, DETECTOR_TRAIN_CARS, epfl_frames, khoa_imag
 from canonical_onnx import save_canonical
 from sidecar.config import DEFAULT_MODELS_DIR
 from sidecar.inference.manifest import load_manifest
+from sidecar.training.renders import scene
 from sidecar.training.vehicle_head import FeatureExtractor, HeadRecipe, coco_head, collect, graft, train
+from torcs import torcs_assets
 
 BASE_DETECTOR = "nanodet-m-coco"
+SYNTHETIC_SCENES = 1000
+EMPTY_SCENE_SHARE = 0.2
+"""Scenes drawn without a car: track, kerbs and walls as negatives, so that a stretch of asphalt
+framed like a car is not one."""
 
 
 def main() -> None:
@@ -51,12 +59,17 @@ def main() -> None:
     images += crops
     boxes += [np.asarray([[0, 0, crop.shape[1], crop.shape[0]]], np.float32) for crop in crops]
     recipe = HeadRecipe()
-    print(f"training on {len(frames)} EPFL frames of cars {sorted(DETECTOR_TRAIN_CARS)} "
-          f"and {len(crops)} Khoa train crops", file=sys.stderr)
-    samples = collect(images, boxes, FeatureExtractor(coco, recipe.threads), vehicle_ids, recipe,
-                      crops=[False] * len(frames) + [True] * len(crops))
+    cars, textures = torcs_assets(args.cache)
+    rng = np.random.default_rng(recipe.seed)
+    scenes = [scene(cars, textures, rng, empty=rng.random() < EMPTY_SCENE_SHARE) for _ in range(SYNTHETIC_SCENES)]
+    images += [image for image, _ in scenes]
+    boxes += [scene_boxes for _, scene_boxes in scenes]
+    print(f"training on {len(frames)} EPFL frames of cars {sorted(DETECTOR_TRAIN_CARS)}, {len(crops)} Khoa train "
+          f"crops and {len(scenes)} synthetic scenes of {len(cars)} TORCS cars", file=sys.stderr)
+    samples = collect(images, boxes, FeatureExtractor(coco, base.input, recipe.threads), vehicle_ids, recipe,
+                      crops=[False] * len(frames) + [True] * len(crops) + [False] * len(scenes))
     head = train(samples, coco_head(coco), vehicle_ids, recipe)
-    save_canonical(graft(coco, head), f"liveryid vehicle detector: NanoDet-m, retrained last layer, {recipe}",
+    save_canonical(graft(coco, head), f"liveryid vehicle detector: NanoDet-m, retrained last layer and residual branch, {recipe}",
                    args.output)
 
 
