@@ -271,7 +271,7 @@ def draw_backdrop(canvas: np.ndarray, camera: Camera, textures: dict[str, np.nda
     if below.all():
         return
     sky_top, sky_bottom = rng.uniform(150, 255, 3), rng.uniform(200, 255, 3)
-    sky_top[:] = np.sort(sky_top)  # bluish: blue channel brightest
+    sky_top[:] = np.sort(sky_top)  # BGR sorted ascending: red brightest, a warm hazy sky
     t = np.linspace(0, 1, height)[:, None, None]
     sky = (sky_top * (1 - t) + sky_bottom * t).astype(np.uint8)
     wall = textures[str(rng.choice(WALL_TEXTURES))]
