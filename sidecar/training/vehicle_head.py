@@ -272,10 +272,13 @@ class VehicleHead(nn.Module):
                 layer.bias[1:] = torch.from_numpy(bias[COCO_CLASSES:])
             self.layers.append(layer)
             if hidden:
+                # Built first to last: each layer draws its initial weights from torch's seeded
+                # generator in turn, and that order is part of what makes the rebuild byte-identical.
+                first = nn.Linear(FEATURES, hidden)
                 last = nn.Linear(hidden, 1 + 4 * (REG_MAX + 1))
                 nn.init.zeros_(last.weight)
                 nn.init.zeros_(last.bias)
-                self.branches.append(nn.Sequential(nn.Linear(FEATURES, hidden), nn.ReLU(), last))
+                self.branches.append(nn.Sequential(first, nn.ReLU(), last))
 
     def forward(self, features: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
         out = torch.empty(len(features), 1 + 4 * (REG_MAX + 1))
