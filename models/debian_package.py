@@ -17,7 +17,8 @@ from pathlib import Path
 def unpack_debian_package(package: str, version: str, sha256: str, folders: list[str], cache: Path) -> Path:
     """The `folders` (paths inside the package, e.g. `usr/share/games/torcs/cars`) of the Debian
     package `package=version`, downloaded once with apt-get, checked against its sha256 and
-    unpacked under `cache`; returns the unpacked root. The .deb itself is not kept."""
+    unpacked under `cache`; returns the unpacked root. The .deb itself is not kept (it goes with
+    the temporary folder it was downloaded into)."""
     root = cache / f"{package}-{version}"
     stamp = root / ".unpacked"
     if stamp.exists() and stamp.read_text() == sha256:
@@ -32,19 +33,20 @@ def unpack_debian_package(package: str, version: str, sha256: str, folders: list
             subprocess.run(["apt-get", "update"], check=True, stdout=sys.stderr)
             subprocess.run(download, cwd=tmp, check=True, stdout=sys.stderr)
         (deb,) = Path(tmp).glob("*.deb")
-        actual = hashlib.sha256(deb.read_bytes()).hexdigest()
+        with deb.open("rb") as package_file:
+            actual = hashlib.file_digest(package_file, "sha256").hexdigest()
         if actual != sha256:
             sys.exit(f"{deb.name} has sha256 {actual}, the build pins {sha256}")
         shutil.rmtree(root, ignore_errors=True)
-        contents = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], check=True, capture_output=True).stdout
-        deb.unlink()
-        with tempfile.TemporaryFile(dir=tmp) as tar_file:
-            tar_file.write(contents)
-            del contents
-            tar_file.seek(0)
-            with tarfile.open(fileobj=tar_file) as archive:
-                wanted = [m for m in archive.getmembers()
-                          if any(m.name.lstrip("./").startswith(folder) for folder in folders)]
-                archive.extractall(root, members=wanted, filter="data")
+        # The package's files as a tar stream, read as dpkg-deb writes it: only the wanted folders
+        # reach the disk, and neither the archive nor the package is held in memory.
+        with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE) as unpack:
+            assert unpack.stdout is not None
+            with tarfile.open(fileobj=unpack.stdout, mode="r|") as archive:
+                for member in archive:
+                    if any(member.name.removeprefix("./").startswith(folder) for folder in folders):
+                        archive.extract(member, root, filter="data")
+        if unpack.returncode != 0:
+            sys.exit(f"dpkg-deb could not unpack {deb.name}")
     stamp.write_text(sha256)
     return root
