@@ -40,6 +40,7 @@ import cv2
 
 from bench.datasets import DATA_DIR, epfl_frames, khoa_images
 from bench.manifests import epfl
+from sidecar.cli import add_number_reading, number_reading
 from sidecar.config import settings_from_env
 from sidecar.engine import Engine
 from sidecar.identification import Identification
@@ -181,12 +182,9 @@ def main() -> None:
     parser.add_argument("--run", nargs=2, type=Path, metavar=("PHOTOS", "LIBRARY"), help=argparse.SUPPRESS)
     parser.add_argument("--scale", type=int, nargs="+", metavar="N",
                         help="instead: the default pipeline on N distinct photos (copies of the --photos ones), per N")
-    reading = parser.add_mutually_exclusive_group()
-    reading.add_argument("--no-numbers", action="store_true", help="with --scale: tag without reading numbers")
-    reading.add_argument("--numbers-if-unsure", action="store_true",
-                         help="with --scale: read numbers only where appearance is unsure")
+    add_number_reading(parser)  # with --scale
     args = parser.parse_args()
-    read_numbers: ReadNumbers = "unsure" if args.numbers_if_unsure else not args.no_numbers
+    read_numbers = number_reading(args)
     if args.run:
         run_pipeline(args.run[0], args.run[1], read_numbers)
         return

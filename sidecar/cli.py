@@ -18,7 +18,7 @@ from sidecar.protocol.framing import WIRES
 
 if TYPE_CHECKING:
     from sidecar.engine import Engine
-    from sidecar.protocol.messages import ProgressParams
+    from sidecar.protocol.messages import ProgressParams, ReadNumbers
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -79,10 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     tag.add_argument("paths", nargs="+", type=Path)
     tag.add_argument("--rescan", action="store_true", help="tag photos already tagged again")
     tag.add_argument("--threshold", type=float)
-    reading = tag.add_mutually_exclusive_group()
-    reading.add_argument("--no-numbers", action="store_true", help="do not read racing numbers (faster, appearance only)")
-    reading.add_argument("--numbers-if-unsure", action="store_true",
-                         help="read numbers only on vehicles appearance alone does not match (faster)")
+    add_number_reading(tag)
     tag.add_argument("--burst-gap", type=float, default=2.0,
                      help="seconds between photos of one camera that make a burst (default 2; 0: no bursts)")
 
@@ -114,6 +111,19 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--output", type=Path)
     export.add_argument("--overwrite", action="store_true", help="xmp: replace existing .xmp files")
     return parser
+
+
+def add_number_reading(parser: argparse.ArgumentParser) -> None:
+    """tag's choice of number reading, for every command that tags (benches too)."""
+    reading = parser.add_mutually_exclusive_group()
+    reading.add_argument("--no-numbers", action="store_true", help="do not read racing numbers (faster, appearance only)")
+    reading.add_argument("--numbers-if-unsure", action="store_true",
+                         help="read numbers only on vehicles appearance alone does not match (faster)")
+
+
+def number_reading(args: argparse.Namespace) -> ReadNumbers:
+    """The ReadNumbers value of add_number_reading's flags."""
+    return "unsure" if args.numbers_if_unsure else not args.no_numbers
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -220,7 +230,7 @@ def _library_command(args: argparse.Namespace, engine: Engine) -> int:
     from sidecar.identification import Identification
     from sidecar.protocol.endpoint import CancelToken, RequestContext, quiet_context
     from sidecar.protocol.messages import (
-        CarFields, EnrollParams, ExportParams, ImageRef, ReadNumbers, ResultsQueryParams, ReviewParams, TagParams,
+        CarFields, EnrollParams, ExportParams, ImageRef, ResultsQueryParams, ReviewParams, TagParams,
     )
     from sidecar.stages.decode import IMAGE_SUFFIXES
 
@@ -256,8 +266,7 @@ def _library_command(args: argparse.Namespace, engine: Engine) -> int:
         return 0
     if args.command == "tag":
         options = {} if args.threshold is None else {"threshold": args.threshold}
-        read_numbers: ReadNumbers = "unsure" if args.numbers_if_unsure else not args.no_numbers
-        params = TagParams(images=[str(p) for p in args.paths], rescan=args.rescan, read_numbers=read_numbers,
+        params = TagParams(images=[str(p) for p in args.paths], rescan=args.rescan, read_numbers=number_reading(args),
                            sequence_gap_s=args.burst_gap, progress=True, **options)
         result = identification.tag(params, RequestContext(0, CancelToken(), True, _progress_bar))
         print(f"{result.total} photo(s): {result.tagged} tagged, {result.skipped} already done, {len(result.failed)} failed; "
