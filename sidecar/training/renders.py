@@ -273,17 +273,16 @@ def draw_backdrop(canvas: np.ndarray, camera: Camera, textures: dict[str, np.nda
     sky_top, sky_bottom = rng.uniform(150, 255, 3), rng.uniform(200, 255, 3)
     sky_top[:] = np.sort(sky_top)  # BGR sorted ascending: red brightest, a warm hazy sky
     t = np.linspace(0, 1, height)[:, None, None]
-    sky = (sky_top * (1 - t) + sky_bottom * t).astype(np.uint8)
+    sky = np.broadcast_to((sky_top * (1 - t) + sky_bottom * t).astype(np.uint8), canvas.shape)
     wall = textures[str(rng.choice(WALL_TEXTURES))]
     wall_height = int(rng.uniform(0.05, 0.3) * height)
     horizon = np.where(below.any(axis=0), below.argmax(axis=0), height)
     strip = cv2.resize(np.tile(wall, (1, int(rng.integers(3, 10)), 1)), (width, max(wall_height, 1)))
-    for x in range(width):
-        top = horizon[x] - wall_height
-        canvas[: max(top, 0), x] = sky[: max(top, 0), 0]
-        if horizon[x] > 0:
-            start = max(top, 0)
-            canvas[start : horizon[x], x] = strip[start - top : horizon[x] - top, x]
+    top = horizon - wall_height  # per column: the wall stands on the horizon, the sky above it
+    above_wall = rows < top[None, :]
+    on_wall = ~above_wall & (rows < horizon[None, :])
+    canvas[above_wall] = sky[above_wall]
+    canvas[on_wall] = strip[(rows - top[None, :])[on_wall].astype(int), cols[on_wall].astype(int)]
 
 
 def draw_car(canvas: np.ndarray, car: CarModel, colours: np.ndarray, camera: Camera, position: np.ndarray,

@@ -185,9 +185,9 @@ def zoom(image: np.ndarray, boxes: np.ndarray, margin: tuple[float, float], rng:
     if len(boxes):
         x1, y1, x2, y2 = boxes[0]
     else:
-        x2, y2 = width * rng.uniform(0.33, 0.5), height * rng.uniform(0.33, 0.5)
-        x1, y1 = rng.uniform(0, width - x2), rng.uniform(0, height - y2)
-        x2, y2 = x1 + x2, y1 + y2
+        window_width, window_height = width * rng.uniform(0.33, 0.5), height * rng.uniform(0.33, 0.5)
+        x1, y1 = rng.uniform(0, width - window_width), rng.uniform(0, height - window_height)
+        x2, y2 = x1 + window_width, y1 + window_height
     grow = rng.uniform(*margin, size=4) * np.asarray([x2 - x1, y2 - y1, x2 - x1, y2 - y1])
     left, top = int(np.clip(x1 - grow[0], 0, width - 2)), int(np.clip(y1 - grow[1], 0, height - 2))
     right, bottom = int(np.clip(x2 + grow[2], left + 2, width)), int(np.clip(y2 + grow[3], top + 2, height))
