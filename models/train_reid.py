@@ -4,6 +4,11 @@ recipe (sidecar/training/reid.py) on the Khoa train split of the development
 data (real vehicle crops from two cameras; bench/datasets.py says what is
 held out), then exported to ONNX.
 
+`--synthetic-identities N` adds N rendered identities (a TORCS car in a
+random livery seen from four sides, sidecar/training/renders.py; needs
+Debian's torcs-data): not the shipped recipe, an experiment that
+`bench.synthetic_identities` runs and measures.
+
 Runs in the sidecar's environment with the `train` extra (torch). Needs
 ../shared/data.
 """
@@ -16,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 import cv2
+import numpy as np
 import onnx
 import torch
 
@@ -25,14 +31,18 @@ from export_mobilenetv2 import fetch_weights
 from sidecar.config import DEFAULT_MODELS_DIR
 from sidecar.inference.manifest import load_manifest
 from sidecar.training.reid import Recipe, export_onnx, train
+from sidecar.training.renders import identity_views
+from torcs import torcs_assets
 
 BASE_EMBEDDER = "mobilenetv2-imagenet"
+VIEWS_PER_IDENTITY = 4
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cache", type=Path, required=True)
     parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--synthetic-identities", type=int, default=0, help="rendered identities to add (default none)")
     args = parser.parse_args()
     if not DATA_DIR.is_dir():
         sys.exit(f"the re-identification embedder trains on the development data, and {DATA_DIR} is missing")
@@ -43,13 +53,22 @@ def main() -> None:
     identities = [vehicle for _, vehicle in samples]
     print(f"training on {len(crops)} crops of {len(set(identities))} identities", file=sys.stderr)
     recipe = Recipe()
+    synthetic = [f"synthetic-{i}" for i in range(args.synthetic_identities)]
+    if synthetic:
+        cars, textures = torcs_assets(args.cache)
+        rng = np.random.default_rng(recipe.seed)
+        for name in synthetic:
+            views = identity_views(cars, textures, VIEWS_PER_IDENTITY, rng)
+            crops += views
+            identities += [name] * len(views)
+        print(f"and {len(synthetic)} synthetic identities x {VIEWS_PER_IDENTITY} views", file=sys.stderr)
 
     def report(step: int, loss: float) -> None:
         if step % 20 == 0 or step == recipe.iterations:
             print(f"step {step}/{recipe.iterations} loss {loss:.3f}", file=sys.stderr, flush=True)
 
     weights = torch.load(fetch_weights(args.cache), map_location="cpu", weights_only=True)
-    model = train(crops, identities, spec, weights, recipe, report)
+    model = train(crops, identities, spec, weights, recipe, report, synthetic)
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "reid.onnx"
         export_onnx(model, spec, raw)

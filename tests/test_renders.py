@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from sidecar.training import renders
-from sidecar.training.renders import load_assets, load_car, look_at, read_sgi, scene
+from sidecar.training.renders import identity_views, load_assets, load_car, look_at, read_sgi, scene
 
 
 def write_sgi(path: Path, rgb: np.ndarray, run_length: bool) -> None:
@@ -99,7 +99,8 @@ def test_the_box_of_a_drawn_car_bounds_exactly_the_pixels_it_changed(tmp_path: P
     assert renders.draw_car(canvas.copy(), car, colours, camera, np.asarray([0.0, 0.0, 40.0]), 0.0, light) is None
 
 
-def test_scenes_are_reproducible_and_box_every_car_in_frame(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def write_assets(tmp_path: Path) -> None:
+    """A TORCS tree with the block car as its open-wheel car, and noise for every texture a scene uses."""
     write_car(tmp_path / "cars" / renders.OPEN_WHEEL)
     textures = tmp_path / "data" / "textures"
     textures.mkdir(parents=True)
@@ -110,6 +111,10 @@ def test_scenes_are_reproducible_and_box_every_car_in_frame(tmp_path: Path, monk
     folder = tmp_path / "cars" / renders.OPEN_WHEEL
     for suffix in (".acc", ".xml"):
         (folder / f"box{suffix}").rename(folder / f"{renders.OPEN_WHEEL}{suffix}")
+
+
+def test_scenes_are_reproducible_and_box_every_car_in_frame(tmp_path: Path) -> None:
+    write_assets(tmp_path)
     cars, texture_images = load_assets(tmp_path)
     assert [c.name for c in cars] == [renders.OPEN_WHEEL] and cars[0].open_wheel
     first = [scene(cars, texture_images, np.random.default_rng(7)) for _ in range(2)]
@@ -123,3 +128,16 @@ def test_scenes_are_reproducible_and_box_every_car_in_frame(tmp_path: Path, monk
         assert ((boxes[:, :2] >= 0) & (boxes[:, 2:] <= [width, height]) & (boxes[:, 2:] > boxes[:, :2])).all()
         boxed += len(boxes)
     assert boxed >= 4
+
+
+def test_an_identity_is_one_car_and_livery_seen_from_several_sides(tmp_path: Path) -> None:
+    write_assets(tmp_path)
+    cars, textures = load_assets(tmp_path)
+    views = identity_views(cars, textures, 4, np.random.default_rng(5))
+    again = identity_views(cars, textures, 4, np.random.default_rng(5))
+    assert len(views) == 4 and all(np.array_equal(a, b) for a, b in zip(views, again))
+    for crop in views:
+        height, width = crop.shape[:2]
+        assert crop.dtype == np.uint8 and 20 < width <= 480 and 10 < height <= 360
+    # Each view its own side, light and backdrop.
+    assert not np.array_equal(views[0], views[1])

@@ -3,6 +3,8 @@ learns, the export computes what torch computes, augmentations keep colour."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import cv2
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ from sidecar.inference.session import OrtSession  # noqa: E402
 from sidecar.stages.preprocess import to_tensor  # noqa: E402
 from sidecar.training.augment import AugmentRecipe, augment  # noqa: E402
 from sidecar.training.mobilenetv2 import MobileNetV2Features  # noqa: E402
+from sidecar.training import reid  # noqa: E402
 from sidecar.training.reid import Recipe, batch_hard_triplet, embed, export_onnx, train  # noqa: E402
 
 SPEC = InputSpec(name="image", height=64, width=64, channel_order="rgb", scale=1 / 255,
@@ -89,3 +92,28 @@ def test_exported_onnx_computes_the_torch_embedding(trained: tuple[object, list[
         torch_out = model(torch.from_numpy(batch)).numpy()  # type: ignore[operator]
     assert onnx_out.shape == (5, 1280)
     assert np.abs(onnx_out - torch_out).max() < 1e-3
+
+
+def test_synthetic_identities_get_batches_of_their_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(2)
+    palettes = [((0, 0, 220), (240, 240, 240)), ((240, 240, 240), (160, 40, 0)), ((200, 60, 0), (0, 220, 240)),
+                ((40, 160, 20), (20, 20, 20)), ((0, 140, 255), (0, 0, 0)), ((90, 0, 90), (200, 200, 200))]
+    names = ["real-a", "real-b", "real-c", "synthetic-a", "synthetic-b", "synthetic-c"]
+    crops = [livery(palettes[i], rng) for i in range(6) for _ in range(2)]
+    identities = [names[i] for i in range(6) for _ in range(2)]
+    drawn: list[list[str]] = []
+    original = reid.pk_batch
+
+    def recording(*args: Any, **kwargs: Any) -> tuple[np.ndarray, Any, Any]:
+        chosen, images, targets = original(*args, **kwargs)
+        drawn.append([sorted(set(identities))[int(i)] for i in chosen])
+        return chosen, images, targets
+
+    monkeypatch.setattr(reid, "pk_batch", recording)
+    recipe = Recipe(iterations=8, identities_per_batch=2, images_per_identity=2, warmup=2, frozen_layers=0)
+    train(crops, identities, SPEC, MobileNetV2Features().state_dict(), recipe, synthetic=names[3:], synthetic_every=4)
+    rendered = [all(n.startswith("synthetic") for n in batch) for batch in drawn]
+    real = [not any(n.startswith("synthetic") for n in batch) for batch in drawn]
+    assert rendered == [False, False, False, True] * 2 and all(r or s for r, s in zip(real, rendered))
+    with pytest.raises(ValueError):
+        train(crops[:8], identities[:8], SPEC, MobileNetV2Features().state_dict(), recipe, synthetic=names[3:4])

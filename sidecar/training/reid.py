@@ -11,6 +11,10 @@ on the MobileNetV2 backbone, sized for a 2-core CPU.
 - The stem and first stages stay at their ImageNet weights (edges and
   textures are generic); the later stages learn. That also makes an
   iteration about three times cheaper.
+- Synthetic identities (rendered cars, `renders.identity_views`; not in
+  the shipped recipe, `bench.synthetic_identities` measures them) get
+  batches of their own, every `synthetic_every`-th step: mixed into real
+  batches they become the hard negatives of real cars.
 
 Deterministic for a given machine type: seeded numpy and torch, fixed
 thread count, samples in a fixed order.
@@ -99,12 +103,12 @@ def batch_hard_triplet(features: torch.Tensor, labels: torch.Tensor, margin: flo
 
 def pk_batch(
     crops: Sequence[np.ndarray], labels: np.ndarray, members: Sequence[np.ndarray], identities: int, per_identity: int,
-    spec: InputSpec, recipe: AugmentRecipe, rng: np.random.Generator,
+    spec: InputSpec, recipe: AugmentRecipe, rng: np.random.Generator, pool: np.ndarray | None = None,
 ) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
-    """A P x K batch: `identities` identities drawn without replacement, `per_identity`
-    augmented crops of each (drawn with replacement when it has fewer).
+    """A P x K batch: `identities` identities drawn without replacement (from `pool`, default all),
+    `per_identity` augmented crops of each (drawn with replacement when it has fewer).
     Returns (the chosen identities, images NCHW, their labels)."""
-    chosen = rng.choice(len(members), identities, replace=False)
+    chosen = rng.choice(len(members) if pool is None else pool, identities, replace=False)
     picks = np.concatenate([
         rng.choice(members[i], per_identity, replace=len(members[i]) < per_identity) for i in chosen
     ])
@@ -116,16 +120,23 @@ def pk_batch(
 def train(
     crops: Sequence[np.ndarray], identities: Sequence[str], spec: InputSpec, starting_weights: dict[str, torch.Tensor],
     recipe: Recipe = Recipe(), progress: Callable[[int, float], None] | None = None,
+    synthetic: Sequence[str] = (), synthetic_every: int = 4,
 ) -> ReIDNet:
     """A model trained on BGR `crops` labelled by `identities` (at least two
     identities; identities with one crop are seen through augmentation alone).
-    `starting_weights` is a MobileNetV2Features state dict."""
+    `synthetic` names the identities that are renders: every `synthetic_every`-th
+    batch draws only them, the others only real ones. `starting_weights` is a
+    MobileNetV2Features state dict."""
     names = sorted(set(identities))
     if len(names) < 2:
         raise ValueError("training needs at least two identities")
     labels = np.array([names.index(i) for i in identities])
     crops = [shrink(c, 2 * max(spec.width, spec.height)) for c in crops]
     members = [np.flatnonzero(labels == i) for i in range(len(names))]
+    rendered = np.isin(names, list(synthetic))
+    real, renders = np.flatnonzero(~rendered), np.flatnonzero(rendered)
+    if rendered.any() and min(len(real), len(renders)) < 2:
+        raise ValueError("training with synthetic identities needs at least two real and two synthetic ones")
     torch.manual_seed(recipe.seed)
     torch.set_num_threads(recipe.threads)
     rng = np.random.default_rng(recipe.seed)
@@ -142,11 +153,12 @@ def train(
         return 0.5 * (1 + math.cos(math.pi * (step - recipe.warmup) / max(1, recipe.iterations - recipe.warmup)))
 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, rate)
-    per_batch = min(recipe.identities_per_batch, len(names))
     model.train()
     for step in range(recipe.iterations):
+        pool = None if not rendered.any() else renders if step % synthetic_every == synthetic_every - 1 else real
+        per_batch = min(recipe.identities_per_batch, len(names) if pool is None else len(pool))
         _, images, targets = pk_batch(crops, labels, members, per_batch, recipe.images_per_identity, spec,
-                                      recipe.augment, rng)
+                                      recipe.augment, rng, pool)
         feature, logits = model(images)
         loss = (F.cross_entropy(logits, targets, label_smoothing=recipe.label_smoothing)
                 + batch_hard_triplet(feature, targets, recipe.triplet_margin))

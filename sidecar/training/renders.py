@@ -374,6 +374,30 @@ def scene(cars: list[CarModel], textures: dict[str, np.ndarray], rng: np.random.
     return finish(canvas, rng), np.asarray(boxes, np.float32).reshape(-1, 4)
 
 
+def identity_views(cars: list[CarModel], textures: dict[str, np.ndarray], views: int, rng: np.random.Generator
+                   ) -> list[np.ndarray]:
+    """One synthetic identity for re-identification: a car (the open-wheel one half the time) in a
+    random livery, photographed `views` times from random sides and heights on random
+    backdrops, each photo cropped to the car's box with a small margin."""
+    car = next(c for c in cars if c.open_wheel) if rng.random() < 0.5 else cars[int(rng.integers(len(cars)))]
+    colours = livery(car, rng)
+    crops: list[np.ndarray] = []
+    while len(crops) < views:
+        width, height = 480, 360
+        camera = frame(car, width, height, rng.uniform(0.3, 0.7), rng.uniform(0, 2 * np.pi), random_elevation(rng),
+                       (width / 2, height / 2), rng)
+        canvas = np.zeros((height, width, 3), np.uint8)
+        draw_backdrop(canvas, camera, textures, rng)
+        box = draw_car(canvas, car, colours, camera, np.zeros(3), 0.0, random_light(rng))
+        if box is None:
+            continue
+        margin = rng.uniform(0.02, 0.12, 4) * np.asarray([box[2] - box[0], box[3] - box[1]] * 2)
+        x1, y1 = (np.maximum(box[:2] - margin[:2], 0)).astype(int)
+        x2, y2 = (np.minimum(box[2:] + margin[2:], [width, height])).astype(int)
+        crops.append(finish(canvas, rng)[y1:y2, x1:x2])
+    return crops
+
+
 def load_assets(torcs: Path) -> tuple[list[CarModel], dict[str, np.ndarray]]:
     """TORCS's cars and the track textures the scenes use, from an unpacked torcs-data tree
     (the folder holding `cars/` and `data/textures/`)."""
