@@ -10,7 +10,7 @@ embedder on the evaluation manifests (none of them trained on): rank-1 and
 true / false match at the manifest's threshold, and at the lowest threshold
 that keeps false matches at or under 1% on every real set (the rule the
 shipped threshold follows), since an embedder that only scores unknown real
-cars higher would win rank-1 and lose the open set. About 12 minutes on
+cars higher would win rank-1 and lose the open set. About 15 minutes on
 2 cores; needs the development data and Debian's torcs-data.
 """
 
