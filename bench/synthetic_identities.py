@@ -17,7 +17,6 @@ cars higher would win rank-1 and lose the open set. About 15 minutes on
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import subprocess
@@ -32,6 +31,7 @@ from sidecar import evaluation
 from sidecar.config import DEFAULT_MODELS_DIR, settings_from_env
 from sidecar.engine import Engine
 from sidecar.identification import match_policy
+from sidecar.inference.manifest import sha256_of
 from sidecar.stages.match import MatchPolicy
 
 EMBEDDER = "liveryid-reid-mnv2"
@@ -53,7 +53,7 @@ def trained_models(identities: int, folder: Path) -> Path:
         subprocess.run([sys.executable, DEFAULT_MODELS_DIR / "train_reid.py", "--cache", ".cache", "--output", target,
                         "--synthetic-identities", str(identities)], check=True, stdout=sys.stderr,
                        env={**os.environ, "PYTHONPATH": str(DEFAULT_MODELS_DIR.parent)})
-        entry["sha256"] = hashlib.sha256(target.read_bytes()).hexdigest()
+        entry["sha256"] = sha256_of(target)
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return folder
 
@@ -62,10 +62,10 @@ def measure(label: str, models_dir: Path) -> None:
     engine = Engine(settings_from_env(models_dir=models_dir))
     policy = match_policy(engine.embedder(), None, None, 5)
     prepared = {name: evaluation.prepare(engine, EVAL_DIR / name) for name in REAL + RENDERED}
+    scores = {name: prepared[name].scores("max") for name in prepared}
 
     def report(name: str, threshold: float) -> evaluation.Report:
-        cars, sims = prepared[name].scores("max")
-        return evaluation.evaluate(name, cars, sims, prepared[name].truths,
+        return evaluation.evaluate(name, *scores[name], prepared[name].truths,
                                    MatchPolicy(threshold, policy.margin, policy.top_k), "max", 0)
 
     safe = next((float(t) for t in THRESHOLDS

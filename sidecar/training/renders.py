@@ -382,8 +382,8 @@ def identity_views(cars: list[CarModel], textures: dict[str, np.ndarray], views:
     car = next(c for c in cars if c.open_wheel) if rng.random() < 0.5 else cars[int(rng.integers(len(cars)))]
     colours = livery(car, rng)
     crops: list[np.ndarray] = []
+    width, height = 480, 360
     while len(crops) < views:
-        width, height = 480, 360
         camera = frame(car, width, height, rng.uniform(0.3, 0.7), rng.uniform(0, 2 * np.pi), random_elevation(rng),
                        (width / 2, height / 2), rng)
         canvas = np.zeros((height, width, 3), np.uint8)
