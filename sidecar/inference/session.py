@@ -20,14 +20,16 @@ class OrtSession:
     not oversubscribe the cores and interactive requests go first, a
     background run under way stopping for them."""
 
-    def __init__(self, path: Path, intra_op_threads: int, spin_wait: bool = False) -> None:
+    def __init__(self, model: Path | bytes, intra_op_threads: int, spin_wait: bool = False) -> None:
+        """`model`: an ONNX file, or a serialised graph (training runs an edited copy of one)."""
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_wait else "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # ORT warnings go to stderr; keep them for real problems
-        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._session = ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
+                                             providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self._session.get_inputs()]
         self.output_names = [o.name for o in self._session.get_outputs()]
 

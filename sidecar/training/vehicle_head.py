@@ -26,7 +26,6 @@ from typing import cast
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 import torch.nn.functional as F
 from onnx import helper, numpy_helper
@@ -34,6 +33,7 @@ from torch import nn
 
 from sidecar.stages.detect import box_area, box_iou, decode_gfl, grid_centres
 from sidecar.inference.manifest import InputSpec
+from sidecar.inference.session import OrtSession
 from sidecar.stages.preprocess import LETTERBOX_FILL, letterbox, resize_by, to_tensor
 
 log = logging.getLogger(__name__)
@@ -111,10 +111,7 @@ class FeatureExtractor:
 
     def __init__(self, model: onnx.ModelProto, input_spec: InputSpec, threads: int) -> None:
         self._input = input_spec
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        self._session = ort.InferenceSession(with_feature_outputs(model).SerializeToString(), options,
-                                             providers=["CPUExecutionProvider"])
+        self._session = OrtSession(with_feature_outputs(model).SerializeToString(), threads)
         self._outputs = [f"{kind}_s{s}" for s in STRIDES for kind in ("scores", "boxes")] + list(FEATURE_TENSORS)
         self.centres = np.concatenate([grid_centres(SIDE // s, s) for s in STRIDES])
         self.level = np.concatenate([np.full((SIDE // s) ** 2, i) for i, s in enumerate(STRIDES)])
