@@ -345,6 +345,13 @@ def finish(canvas: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(canvas + rng.normal(0, rng.uniform(1, 5), canvas.shape), 0, 255).astype(np.uint8)
 
 
+def random_car(cars: list[CarModel], rng: np.random.Generator) -> CarModel:
+    """The open-wheel car half the time (the shape the generic models miss most), otherwise any car."""
+    if rng.random() < 0.5:
+        return next(c for c in cars if c.open_wheel)
+    return cars[int(rng.integers(len(cars)))]
+
+
 def scene(cars: list[CarModel], textures: dict[str, np.ndarray], rng: np.random.Generator, empty: bool = False
           ) -> tuple[np.ndarray, np.ndarray]:
     """One synthetic photo (BGR) and its cars' boxes (N, 4); the open-wheel car is drawn in half the
@@ -352,7 +359,7 @@ def scene(cars: list[CarModel], textures: dict[str, np.ndarray], rng: np.random.
     width = int(rng.choice([640, 800, 960]))
     height = int(width * rng.choice([9 / 16, 2 / 3, 3 / 4, 1.0, 4 / 3]))
     canvas = np.zeros((height, width, 3), np.uint8)
-    first = next(c for c in cars if c.open_wheel) if rng.random() < 0.5 else cars[int(rng.integers(len(cars)))]
+    first = random_car(cars, rng)
     centre = (width * rng.uniform(0.2, 0.8), height * rng.uniform(0.25, 0.75))
     camera = frame(first, width, height, rng.uniform(0.1, 0.9), rng.uniform(0, 2 * np.pi), random_elevation(rng),
                    centre, rng)
@@ -379,7 +386,7 @@ def identity_views(cars: list[CarModel], textures: dict[str, np.ndarray], views:
     """One synthetic identity for re-identification: a car (the open-wheel one half the time) in a
     random livery, photographed `views` times from random sides and heights on random
     backdrops, each photo cropped to the car's box with a small margin."""
-    car = next(c for c in cars if c.open_wheel) if rng.random() < 0.5 else cars[int(rng.integers(len(cars)))]
+    car = random_car(cars, rng)
     colours = livery(car, rng)
     crops: list[np.ndarray] = []
     width, height = 480, 360
