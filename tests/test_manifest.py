@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,7 +12,8 @@ from sidecar.config import settings_from_env
 from sidecar.errors import ModelMissing
 from sidecar.inference.manifest import load_manifest, verified_path
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "models"
 
 
 def test_every_default_model_is_built_and_matches_its_pinned_sha256() -> None:
@@ -38,6 +42,33 @@ def test_a_changed_model_file_is_refused_with_the_build_command(tmp_path: Path) 
     with pytest.raises(ModelMissing, match="sha256") as mismatch:
         verified_path(spec, tmp_path)
     assert mismatch.value.data["reason"] == "checksum_mismatch"
+
+
+def test_a_trained_model_rebuilt_on_other_vector_instructions_is_accepted_by_its_own_pin(tmp_path: Path) -> None:
+    manifest = json.loads((MODELS / "manifest.json").read_text())
+    entry = next(m for m in manifest["models"] if m["name"] == "liveryid-reid-mnv2")
+    data = bytearray((MODELS / entry["file"]).read_bytes())
+    data[-1] ^= 0xFF  # stands for the same recipe's bytes as rounded by another CPU
+    (tmp_path / entry["file"]).write_bytes(bytes(data))
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelMissing, match="sha256"):
+        verified_path(load_manifest(tmp_path).get(entry["name"]), tmp_path)
+    entry["training"]["rebuilt"] = {"x86_64 AVX-512": hashlib.sha256(bytes(data)).hexdigest()}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert verified_path(load_manifest(tmp_path).get(entry["name"]), tmp_path).is_file()
+
+
+def test_the_build_expects_the_pin_of_the_machines_instruction_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT))
+    sys.modules.pop("build", None)
+    import build
+
+    trained = {"sha256": "a", "training": {"built_on": "x86_64 AVX2", "rebuilt": {"x86_64 AVX-512": "b"}}}
+    assert build.expected_sha256(trained, "x86_64 AVX2") == "a"
+    assert build.expected_sha256(trained, "x86_64 AVX-512") == "b"
+    assert build.expected_sha256(trained, "aarch64") is None  # not pinned there: the build says so
+    assert build.expected_sha256({"sha256": "c"}, "aarch64") == "c"  # converted, not trained: the same bytes anywhere
+    assert build.instruction_set().split()[0] in {"x86_64", "aarch64", "arm64", "AMD64"}
 
 
 def test_unknown_model_names_are_refused() -> None:

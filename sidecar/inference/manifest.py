@@ -58,6 +58,13 @@ class Training(Struct, frozen=True, forbid_unknown_fields=True):
     validation: dict[str, str]
     """Figures on data never trained on, from the command in `measured_with`."""
     measured_with: str
+    built_on: str = ""
+    """The machine and vector instructions of the build `sha256` pins and `validation` measured
+    (empty: not recorded, as for a library's adapted embedder, made and checked on its own machine).
+    Training's floating-point sums round differently with other vector instructions (AVX-512
+    against AVX2, in torch and in onnxruntime alike), so the same seeded recipe gives other bytes there."""
+    rebuilt: dict[str, str] = msgspec.field(default_factory=dict)
+    """The same recipe's sha256 as built on other instruction sets (`built_on`'s names): also accepted."""
 
 
 class DetectorHead(Struct, frozen=True, forbid_unknown_fields=True):
@@ -157,6 +164,12 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def accepted_sha256(spec: ModelBase) -> set[str]:
+    """The pinned sha256, and for a model the project trains, its builds on other instruction sets."""
+    training = getattr(spec, "training", None)
+    return {spec.sha256, *(training.rebuilt.values() if training is not None else ())}
+
+
 def verified_path(spec: ModelBase, models_dir: Path) -> Path:
     """The model file, after checking it exists and matches its sha256."""
     path = models_dir / spec.file
@@ -164,7 +177,7 @@ def verified_path(spec: ModelBase, models_dir: Path) -> Path:
     if not path.is_file():
         raise ModelMissing(f"model {spec.name} is missing: {path} does not exist; build it with `{spec.build}`", data)
     actual = sha256_of(path)
-    if actual != spec.sha256:
+    if actual not in accepted_sha256(spec):
         raise ModelMissing(
             f"model {spec.name} at {path} has sha256 {actual}, the manifest expects {spec.sha256}; "
             f"rebuild it with `{spec.build}`",
