@@ -1,5 +1,5 @@
 """Build the project's vehicle detector: NanoDet-m's COCO model (built first
-by convert_nanodet.py) with its last layer retrained for one class,
+by convert_nanodet.py) with its head retrained for one class,
 "vehicle", and a retrained box regression (sidecar/training/vehicle_head.py),
 on the EPFL frames of cars 01-05 with their ground-truth boxes, the Khoa
 train-split crops (motorbikes, cars, vans, trucks from behind, each crop
@@ -29,7 +29,7 @@ from canonical_onnx import save_canonical
 from sidecar.config import DEFAULT_MODELS_DIR
 from sidecar.inference.manifest import load_manifest
 from sidecar.training.renders import scene
-from sidecar.training.vehicle_head import FeatureExtractor, HeadRecipe, coco_head, collect, graft, train
+from sidecar.training.vehicle_head import FeatureExtractor, HeadRecipe, coco_head, coco_head_3x3, collect, graft, train
 from torcs import torcs_assets
 
 BASE_DETECTOR = "nanodet-m-coco"
@@ -66,11 +66,12 @@ def main() -> None:
     boxes += [scene_boxes for _, scene_boxes in scenes]
     print(f"training on {len(frames)} EPFL frames of cars {sorted(DETECTOR_TRAIN_CARS)}, {len(crops)} Khoa train "
           f"crops and {len(scenes)} synthetic scenes of {len(cars)} TORCS cars", file=sys.stderr)
-    samples = collect(images, boxes, FeatureExtractor(coco, base.input, recipe.threads), vehicle_ids, recipe,
+    extractor = FeatureExtractor(coco, base.input, recipe.threads, map_levels=recipe.retrained_3x3)
+    samples = collect(images, boxes, extractor, vehicle_ids, recipe,
                       crops=[False] * len(frames) + [True] * len(crops) + [False] * len(scenes))
-    head = train(samples, coco_head(coco), vehicle_ids, recipe)
-    save_canonical(graft(coco, head), f"liveryid vehicle detector: NanoDet-m, retrained last layer and residual branch, {recipe}",
-                   args.output)
+    head = train(samples, coco_head(coco), vehicle_ids, recipe, coco_head_3x3(coco))
+    save_canonical(graft(coco, head), "liveryid vehicle detector: NanoDet-m, retrained head (3x3 convolutions, "
+                   f"last layer and residual branch), {recipe}", args.output)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from sidecar.training.vehicle_head import (  # noqa: E402
     VehicleHead,
     atss_assign,
     coco_head,
+    coco_head_3x3,
     collect,
     graft,
     train,
@@ -70,28 +71,64 @@ def test_training_learns_to_score_the_labelled_object(coco_model: onnx.ModelProt
                  for _ in range(2)]
     scenes += negatives
     recipe = HeadRecipe(canvases_per_image=3, iterations=150, batch_canvases=8, random_negatives=128)
-    extractor = FeatureExtractor(coco_model, COCO.input, threads=2)
+    assert recipe.retrained_3x3  # the shipped recipe, stride 16 and 32 convolutions retrained
+    extractor = FeatureExtractor(coco_model, COCO.input, threads=2, map_levels=recipe.retrained_3x3)
     samples = collect([s[0] for s in scenes], [s[1] for s in scenes], extractor, VEHICLES, recipe, [False] * 10)
     data = samples.stacked()
     positive = ~torch.isnan(data["targets"][:, 0])
     assert not positive[data["canvas"] >= 8 * 3].any() and (data["canvas"] >= 8 * 3).any()
     before = VehicleHead(coco_head(coco_model), VEHICLES)
-    after = train(samples, coco_head(coco_model), VEHICLES, recipe)
+    after = train(samples, coco_head(coco_model), VEHICLES, recipe, coco_head_3x3(coco_model))
+    initial_3x3 = {level: conv for level, conv in coco_head_3x3(coco_model).items() if level in recipe.retrained_3x3}
+    moved = [np.abs(conv.weight.detach().numpy().reshape(128, 128, 3, 3) - initial_3x3[int(level)][0]).max()
+             for level, conv in after.convs_3x3.items()]
+    assert len(moved) == 2 and min(moved) > 1e-4  # the convolutions learnt too
     with torch.no_grad():
         score_before = before(data["features"], data["level"])[:, 0].sigmoid()
-        score_after = after(data["features"], data["level"])[:, 0].sigmoid()
+        features_after = after.cell_features(data["features"], data["level"], data["canvas"], data["centres"],
+                                             samples.stacked_maps())
+        score_after = after(features_after, data["level"])[:, 0].sigmoid()
     assert score_after[positive].mean() > score_before[positive].mean() + 0.2
     assert score_after[~positive].mean() < 0.05
 
 
-@pytest.mark.parametrize("hidden", [0, 16])
+def test_training_3x3_convolutions_needs_their_maps(coco_model: onnx.ModelProto) -> None:
+    image, box = striped_block(np.random.default_rng(2))
+    recipe = HeadRecipe(canvases_per_image=1, iterations=1, batch_canvases=1)
+    samples = collect([image], [box], FeatureExtractor(coco_model, COCO.input, threads=2), VEHICLES, recipe, [False])
+    with pytest.raises(ValueError, match="needs their maps"):
+        train(samples, coco_head(coco_model), VEHICLES, recipe, coco_head_3x3(coco_model))
+
+
+def test_a_cell_neighbourhood_through_the_3x3_layer_gives_the_graphs_features(coco_model: onnx.ModelProto) -> None:
+    image, _ = striped_block(np.random.default_rng(3))
+    canvas = np.full((416, 416, 3), 114, np.uint8)
+    canvas[:240, :320] = image
+    features, _, _, maps = FeatureExtractor(coco_model, COCO.input, threads=2, map_levels=(1, 2))(canvas)
+    head = VehicleHead(coco_head(coco_model), VEHICLES, 0, {1: coco_head_3x3(coco_model)[1],
+                                                             2: coco_head_3x3(coco_model)[2]})
+    extractor = FeatureExtractor(coco_model, COCO.input, threads=2)
+    level, centres = torch.from_numpy(extractor.level), torch.from_numpy(extractor.centres.astype(np.float32))
+    with torch.no_grad():
+        recomputed = head.cell_features(torch.zeros(len(level), 128), level, torch.zeros(len(level), dtype=torch.long),
+                                        centres, {k: torch.from_numpy(v[None]) for k, v in maps.items()})
+    retrained = extractor.level > 0
+    np.testing.assert_allclose(recomputed.numpy()[retrained], features[retrained], atol=1e-4)
+    assert (recomputed.numpy()[~retrained] == 0).all()  # stride 8 keeps the features it was given
+
+
+@pytest.mark.parametrize(("hidden", "retrained_3x3"), [(0, ()), (16, ()), (16, (1, 2))])
 def test_the_grafted_graph_computes_the_head_and_keeps_the_coco_outputs(coco_model: onnx.ModelProto,
-                                                                         hidden: int) -> None:
+                                                                         hidden: int,
+                                                                         retrained_3x3: tuple[int, ...]) -> None:
     import onnxruntime as ort
 
-    head = VehicleHead(coco_head(coco_model), VEHICLES, hidden)
+    head = VehicleHead(coco_head(coco_model), VEHICLES, hidden,
+                       {level: coco_head_3x3(coco_model)[level] for level in retrained_3x3})
     with torch.no_grad():
         head.layers[1].weight[0] += 0.01  # anything but the initial weights
+        for conv in head.convs_3x3.values():
+            conv.weight.mul_(1.1)
         for branch in head.branches:  # the residual branch starts at zero: make it count
             torch.nn.init.normal_(branch[2].weight, std=0.05)
             torch.nn.init.normal_(branch[2].bias, std=0.05)
@@ -105,10 +142,14 @@ def test_the_grafted_graph_computes_the_head_and_keeps_the_coco_outputs(coco_mod
     coco_scores = ort.InferenceSession(coco_model.SerializeToString()).run(["scores_s16"], {"image": tensor})[0]
     np.testing.assert_array_equal(out["scores_s16"], coco_scores)
 
-    features, _, _ = FeatureExtractor(coco_model, COCO.input, threads=2)(canvas)
-    level = np.concatenate([np.full((416 // s) ** 2, i) for i, s in enumerate(vehicle_head.STRIDES)])
+    extractor = FeatureExtractor(coco_model, COCO.input, threads=2, map_levels=retrained_3x3)
+    features, _, _, maps = extractor(canvas)
+    level = torch.from_numpy(extractor.level)
     with torch.no_grad():
-        expected = head(torch.from_numpy(features), torch.from_numpy(level)).numpy()
+        cell_features = head.cell_features(torch.from_numpy(features), level, torch.zeros(len(level), dtype=torch.long),
+                                           torch.from_numpy(extractor.centres.astype(np.float32)),
+                                           {k: torch.from_numpy(v[None]) for k, v in maps.items()})
+        expected = head(cell_features, level).numpy()
     got = np.concatenate([np.concatenate([out[f"vehicle_s{s}"][0], out[f"vehicle_boxes_s{s}"][0]], axis=1)
                           for s in vehicle_head.STRIDES])
     np.testing.assert_allclose(got[:, 0], 1 / (1 + np.exp(-expected[:, 0])), atol=1e-5)

@@ -1,18 +1,22 @@
-"""Fine-tuning NanoDet's last layer to find race cars: one "vehicle" class
-and a retrained box regression, on the frozen COCO features.
+"""Fine-tuning NanoDet's head to find race cars: one "vehicle" class and a
+retrained box regression, on the frozen COCO backbone and PAN.
 
-NanoDet-m's head ends, at each stride, in a 1x1 convolution from 128
-features to 80 class scores and 4 x 11 box-distribution logits. The COCO
-classes split a race car between "car", "airplane" and "person", with low
-scores; that last layer is what this module relearns, as NanoDet itself
-trains it (ATSS assignment, Quality Focal Loss on the IoU of the predicted
-box, Distribution Focal Loss and GIoU on the box sides), with everything
-before it frozen. Frozen features make training cheap: each augmented image
-is run through the ONNX model once, its per-cell features kept, and the new
-layer (129 x 45 weights per stride) trains on them in seconds.
+NanoDet-m's head is, at each stride, a 3x3 convolution (128 -> 128 features,
+LeakyReLU) on the PAN's map, then a 1x1 convolution from those features to
+80 class scores and 4 x 11 box-distribution logits. The COCO classes split a
+race car between "car", "airplane" and "person", with low scores; the last
+layer is what this module relearns, as NanoDet itself trains it (ATSS
+assignment, Quality Focal Loss on the IoU of the predicted box, Distribution
+Focal Loss and GIoU on the box sides), and at strides 16 and 32, where long
+cars are assigned, the 3x3 convolution too: the COCO features cut an
+open-wheel car into front and rear halves, which no last layer undoes.
+Everything before them stays frozen, which makes training cheap: each
+augmented image is run through the ONNX model once, its per-cell features
+(and the PAN maps at strides 16 and 32, as float16) kept, and the head
+trains on them in minutes.
 
-The result is grafted into the ONNX graph beside the COCO head, as a new 1x1
-convolution per stride with outputs `vehicle_s8`/`vehicle_boxes_s8`..., so
+The result is grafted into the ONNX graph beside the COCO head, as new
+convolutions per stride with outputs `vehicle_s8`/`vehicle_boxes_s8`..., so
 the sidecar's detect stage decodes it exactly like the COCO head, and can
 fall back on that head in the same run.
 """
@@ -46,6 +50,11 @@ FEATURES = 128
 # 128-feature tensor that feeds the head's last 1x1 convolution.
 FEATURE_TENSORS = ("t104_0", "t128_0", "t118_0")
 HEAD_CONVS = ("n105_Conv", "n129_Conv", "n120_Conv")
+# Before those features, each stride's head is one 3x3 convolution (then LeakyReLU) on the
+# PAN's 128-channel map, zero-padded by one cell: the padded maps and those convolutions.
+PADDED_MAPS = ("t102_0", "t119_0", "t116_0")
+HEAD_3X3_CONVS = ("n103_Conv", "n127_Conv", "n117_Conv")
+LEAKY_SLOPE = 0.1
 COCO_CLASSES = 80
 # ATSS as NanoDet-m trains: 9 nearest cells per level, square anchors 5 strides wide.
 ATSS_TOP_K = 9
@@ -69,6 +78,12 @@ class HeadRecipe:
     weight_decay: float = 1e-4
     hidden: int = 128
     """Width of the head's residual branch (0: the linear layer alone)."""
+    retrained_3x3: tuple[int, ...] = (1, 2)
+    """Levels (indices into STRIDES) whose head 3x3 convolution is retrained too (a copy: the COCO
+    head keeps its own), so the features themselves learn shapes the COCO ones miss (long
+    open-wheel cars): strides 16 and 32, whose anchors (80 and 160 pixels) take the long cars."""
+    learning_rate_3x3: float = 1e-3
+    """Slower than the last layer's: the convolution starts from the COCO weights (3e-4 measured worse)."""
     ignore_coco_score: float = 0.25
     """Cells the COCO head calls a vehicle this surely, away from every labelled box, are unlabelled
     vehicles (motor-show backgrounds are full of cars): neither positive nor negative."""
@@ -87,21 +102,37 @@ class CellSamples:
     weights: list[np.ndarray] = field(default_factory=list)  # (N,) loss weight, 0 = ignored
     box_weights: list[np.ndarray] = field(default_factory=list)  # (N,) 0 where the box is too loose to learn sides from
     canvas: list[np.ndarray] = field(default_factory=list)  # (N,) canvas index
+    maps: dict[int, list[np.ndarray]] = field(default_factory=dict)
+    """Per map level, each canvas's padded PAN map (H + 2, W + 2, 128) as float16."""
 
-    def add(self, **arrays: np.ndarray) -> None:
+    def add(self, maps: dict[int, np.ndarray], **arrays: np.ndarray) -> None:
         for name, value in arrays.items():
             getattr(self, name).append(value)
+        for level, padded in maps.items():
+            self.maps.setdefault(level, []).append(padded.astype(np.float16))
+
+    def stacked_maps(self) -> dict[int, torch.Tensor]:
+        """Per map level, the canvases' maps as one (canvases, H + 2, W + 2, 128) tensor; stacked
+        in place, so that the per-canvas copies are let go (they are a gigabyte and more)."""
+        for level, maps in self.maps.items():
+            if len(maps) > 1:
+                self.maps[level] = [np.stack(maps)]
+                maps.clear()
+            elif maps and maps[0].ndim == 3:
+                self.maps[level] = [maps[0][None]]
+        return {level: torch.from_numpy(maps[0]) for level, maps in self.maps.items()}
 
     def stacked(self) -> dict[str, torch.Tensor]:
         return {name: torch.from_numpy(np.concatenate(getattr(self, name))) for name in
                 ("features", "level", "centres", "targets", "weights", "box_weights", "canvas")}
 
 
-def with_feature_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of the NanoDet graph that also outputs each stride's head features."""
+def with_feature_outputs(model: onnx.ModelProto, map_levels: Sequence[int]) -> onnx.ModelProto:
+    """A copy of the NanoDet graph that also outputs each stride's head features, and the padded PAN
+    maps of `map_levels` (the levels whose 3x3 convolution is retrained)."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    for name in FEATURE_TENSORS:
+    for name in list(FEATURE_TENSORS) + [PADDED_MAPS[level] for level in map_levels]:
         copy.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     return copy
 
@@ -109,16 +140,21 @@ def with_feature_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
 class FeatureExtractor:
     """Runs the COCO NanoDet once per canvas: per-cell features, COCO scores and decoded boxes."""
 
-    def __init__(self, model: onnx.ModelProto, input_spec: InputSpec, threads: int) -> None:
+    def __init__(self, model: onnx.ModelProto, input_spec: InputSpec, threads: int,
+                 map_levels: Sequence[int] = ()) -> None:
         self._input = input_spec
-        self._session = OrtSession(with_feature_outputs(model).SerializeToString(), threads)
-        self._outputs = [f"{kind}_s{s}" for s in STRIDES for kind in ("scores", "boxes")] + list(FEATURE_TENSORS)
+        self._session = OrtSession(with_feature_outputs(model, map_levels).SerializeToString(), threads)
+        self._map_levels = tuple(map_levels)
+        self._outputs = ([f"{kind}_s{s}" for s in STRIDES for kind in ("scores", "boxes")] + list(FEATURE_TENSORS)
+                         + [PADDED_MAPS[level] for level in map_levels])
         self.centres = np.concatenate([grid_centres(SIDE // s, s) for s in STRIDES])
         self.level = np.concatenate([np.full((SIDE // s) ** 2, i) for i, s in enumerate(STRIDES)])
         self.stride = np.asarray(STRIDES, np.float32)[self.level]
 
-    def __call__(self, canvas: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """BGR canvas (416, 416, 3) -> features (cells, 128), COCO scores (cells, 80), boxes (cells, 4)."""
+    def __call__(self, canvas: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+        """BGR canvas (416, 416, 3) -> features (cells, 128), COCO scores (cells, 80), boxes (cells, 4)
+        and the padded PAN map of each of its map levels, channels last (H + 2, W + 2, 128): a cell's
+        features then lie side by side, so gathering a cell's neighbourhood copies only those."""
         # Normalised exactly as the detect stage feeds the model at run time.
         out = self._session.run(self._outputs, {self._input.name: to_tensor([canvas], self._input)})
         features = np.concatenate([out[6 + i][0].reshape(FEATURES, -1).T for i in range(len(STRIDES))])
@@ -129,7 +165,9 @@ class FeatureExtractor:
             cells = (SIDE // stride) ** 2
             boxes.append(decode_gfl(out[2 * i + 1][0], self.centres[offset : offset + cells], stride, REG_MAX))
             offset += cells
-        return features, scores, np.concatenate(boxes)
+        maps = {level: np.ascontiguousarray(out[9 + i][0].transpose(1, 2, 0))
+                for i, level in enumerate(self._map_levels)}
+        return features, scores, np.concatenate(boxes), maps
 
 
 def atss_assign(boxes: np.ndarray, centres: np.ndarray, level: np.ndarray, stride: np.ndarray) -> np.ndarray:
@@ -224,7 +262,7 @@ def collect(
             else:
                 window, inside = zoom(image, image_boxes, recipe.zoom_margin, rng)
                 canvas, placed = place(window, inside, 1.0, rng)
-            features, coco_scores, coco_boxes = extractor(canvas)
+            features, coco_scores, coco_boxes, maps = extractor(canvas)
             assigned = atss_assign(placed, extractor.centres, extractor.level, extractor.stride)
             vehicle_score = coco_scores[:, list(vehicle_class_ids)].max(axis=1)
             overlap = box_iou(coco_boxes, placed).max(axis=1) if len(placed) else np.zeros(cells)
@@ -241,7 +279,8 @@ def collect(
             samples.add(features=features[keep], level=extractor.level[keep], centres=extractor.centres[keep],
                         targets=targets, weights=weights, box_weights=np.full(len(keep), 0.0 if is_crop else 1.0,
                                                                               np.float32),
-                        canvas=np.full(len(keep), canvas_index))
+                        canvas=np.full(len(keep), canvas_index),
+                        maps=maps)
             canvas_index += 1
     return samples
 
@@ -254,10 +293,18 @@ class VehicleHead(nn.Module):
     starting at zero so training begins from the COCO head."""
 
     def __init__(self, initial: Sequence[tuple[np.ndarray, np.ndarray]], vehicle_class_ids: Sequence[int],
-                 hidden: int = 0) -> None:
+                 hidden: int = 0, initial_3x3: dict[int, tuple[np.ndarray, np.ndarray]] | None = None) -> None:
         super().__init__()
         self.layers = nn.ModuleList()
         self.branches = nn.ModuleList()
+        # A 3x3 convolution evaluated at one cell is a linear map of its 3x3 x 128 neighbourhood.
+        self.convs_3x3 = nn.ModuleDict()
+        for level, (conv_weight, conv_bias) in (initial_3x3 or {}).items():
+            conv = nn.Linear(FEATURES * 9, FEATURES)
+            with torch.no_grad():
+                conv.weight.copy_(torch.from_numpy(np.array(conv_weight, np.float32).reshape(FEATURES, -1)))
+                conv.bias.copy_(torch.from_numpy(np.array(conv_bias, np.float32)))
+            self.convs_3x3[str(level)] = conv
         for coco_weight, coco_bias in initial:  # the COCO layer: (124, 128), (124,)
             weight, bias = np.array(coco_weight, np.float32), np.array(coco_bias, np.float32)
             layer = nn.Linear(FEATURES, 1 + 4 * (REG_MAX + 1))
@@ -276,6 +323,20 @@ class VehicleHead(nn.Module):
                 nn.init.zeros_(last.weight)
                 nn.init.zeros_(last.bias)
                 self.branches.append(nn.Sequential(first, nn.ReLU(), last))
+
+    def cell_features(self, features: torch.Tensor, level: torch.Tensor, canvas: torch.Tensor,
+                      centres: torch.Tensor, maps: dict[int, torch.Tensor]) -> torch.Tensor:
+        """The features the layers see at each cell: the COCO head's, or at a level whose 3x3
+        convolution is retrained, that convolution's (then LeakyReLU) on the cell's neighbourhood
+        in its canvas's padded map."""
+        if not self.convs_3x3:
+            return features
+        features = features.clone()
+        for key, conv in self.convs_3x3.items():
+            mask = level == int(key)
+            patches = neighbourhoods(maps[int(key)], canvas[mask], centres[mask], STRIDES[int(key)])
+            features[mask] = F.leaky_relu(conv(patches), LEAKY_SLOPE)
+        return features
 
     def forward(self, features: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
         out = torch.empty(len(features), 1 + 4 * (REG_MAX + 1))
@@ -329,22 +390,47 @@ def losses(out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return ((qfl * batch["weights"]).sum() + box_loss) / normaliser
 
 
+def neighbourhoods(maps: torch.Tensor, canvas: torch.Tensor, centres: torch.Tensor, stride: int) -> torch.Tensor:
+    """Each cell's 3x3 neighbourhood in its canvas's padded map (canvases, H + 2, W + 2, 128):
+    (N, 128 x 9) in the order of a 3x3 convolution's flattened weight (channel, row, column)."""
+    x = ((centres[:, 0] - stride / 2) / stride).round().long()
+    y = ((centres[:, 1] - stride / 2) / stride).round().long()
+    taps = [maps[canvas, y + dy, x + dx] for dy in range(3) for dx in range(3)]  # 9 x (N, 128)
+    return torch.stack(taps, dim=2).reshape(len(canvas), -1).float()
+
+
 def train(samples: CellSamples, initial: Sequence[tuple[np.ndarray, np.ndarray]],
-          vehicle_class_ids: Sequence[int], recipe: HeadRecipe) -> VehicleHead:
+          vehicle_class_ids: Sequence[int], recipe: HeadRecipe,
+          initial_3x3: dict[int, tuple[np.ndarray, np.ndarray]] | None = None) -> VehicleHead:
     torch.manual_seed(recipe.seed)
     torch.set_num_threads(recipe.threads)
     data = samples.stacked()
+    maps = samples.stacked_maps()
+    missing = set(recipe.retrained_3x3) - set(maps)
+    if missing:
+        raise ValueError(f"retraining the 3x3 convolutions of levels {sorted(missing)} needs their maps: "
+                         "extract with FeatureExtractor(..., map_levels=recipe.retrained_3x3)")
     canvases = int(data["canvas"].max()) + 1
-    by_canvas = [torch.nonzero(data["canvas"] == i).flatten() for i in range(canvases)]
-    head = VehicleHead(initial, vehicle_class_ids, recipe.hidden)
-    optimiser = torch.optim.AdamW(head.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
+    # Each canvas's cells, ascending: a stable sort split by counts. (torch.nonzero per canvas gives the
+    # same lists, but here each result held on to far more memory than its indices: 2,000 canvases took
+    # 6.6 GB, and the build was killed at 24 GB.)
+    by_canvas = torch.argsort(data["canvas"], stable=True).split(
+        torch.bincount(data["canvas"], minlength=canvases).tolist())
+    head = VehicleHead(initial, vehicle_class_ids, recipe.hidden,
+                       {level: (initial_3x3 or {})[level] for level in recipe.retrained_3x3})
+    conv_parameters = list(head.convs_3x3.parameters())
+    other_parameters = [p for name, p in head.named_parameters() if not name.startswith("convs_3x3.")]
+    optimiser = torch.optim.AdamW([{"params": other_parameters, "lr": recipe.learning_rate},
+                                   {"params": conv_parameters, "lr": recipe.learning_rate_3x3}],
+                                  weight_decay=recipe.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, recipe.iterations)
     generator = torch.Generator().manual_seed(recipe.seed)
     for step in range(1, recipe.iterations + 1):
         chosen = torch.randperm(canvases, generator=generator)[: recipe.batch_canvases]
         index = torch.cat([by_canvas[i] for i in chosen.tolist()])
         batch = {name: value[index] for name, value in data.items()}
-        loss = losses(head(batch["features"], batch["level"]), batch)
+        features = head.cell_features(batch["features"], batch["level"], batch["canvas"], batch["centres"], maps)
+        loss = losses(head(features, batch["level"]), batch)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -352,6 +438,15 @@ def train(samples: CellSamples, initial: Sequence[tuple[np.ndarray, np.ndarray]]
         if step % 100 == 0 or step == 1:
             log.info("step %d/%d loss %.4f", step, recipe.iterations, loss.item())
     return head
+
+
+def coco_head_3x3(model: onnx.ModelProto) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Each level's head 3x3 convolution: weights (128, 128, 3, 3) and biases (128,)."""
+    initialisers = {i.name: i for i in model.graph.initializer}
+    nodes = {n.name: n for n in model.graph.node}
+    return {level: (numpy_helper.to_array(initialisers[nodes[name].input[1]]),
+                    numpy_helper.to_array(initialisers[nodes[name].input[2]]))
+            for level, name in enumerate(HEAD_3X3_CONVS)}
 
 
 def coco_head(model: onnx.ModelProto) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -393,6 +488,20 @@ def graft(model: onnx.ModelProto, head: VehicleHead) -> onnx.ModelProto:
             numpy_helper.from_array(np.asarray([1, 1 + boxes_channels, -1], np.int64), f"{prefix}_shape"),
             numpy_helper.from_array(np.asarray([1, boxes_channels], np.int64), f"{prefix}_split"),
         ])
+        if str(index) in head.convs_3x3:
+            conv = cast(nn.Linear, head.convs_3x3[str(index)])
+            conv_weight = conv.weight.detach().numpy().astype(np.float32).reshape(FEATURES, FEATURES, 3, 3)
+            graph.initializer.extend([
+                numpy_helper.from_array(conv_weight, f"{prefix}_3x3_weight"),
+                numpy_helper.from_array(conv.bias.detach().numpy().astype(np.float32), f"{prefix}_3x3_bias"),
+            ])
+            graph.node.extend([
+                helper.make_node("Conv", [PADDED_MAPS[index], f"{prefix}_3x3_weight", f"{prefix}_3x3_bias"],
+                                 [f"{prefix}_3x3"], name=f"{prefix}_3x3", kernel_shape=[3, 3]),
+                helper.make_node("LeakyRelu", [f"{prefix}_3x3"], [f"{prefix}_features"], name=f"{prefix}_features",
+                                 alpha=LEAKY_SLOPE),
+            ])
+            features = f"{prefix}_features"
         logits = _conv_1x1(graph, layer, features, f"{prefix}_conv")
         if head.branches:
             branch_layers = cast(nn.Sequential, head.branches[index])
