@@ -21,8 +21,8 @@ from sidecar import __version__
 from sidecar.config import Settings
 from sidecar.errors import InvalidParams, LibraryNotOpen, ModelMissing, RpcError
 from sidecar.inference.manifest import (
-    DetectorSpec, EmbedderSpec, Manifest, ModelBase, ModelSpec, TextDetectorSpec, TextReaderSpec, load_manifest,
-    verified_path,
+    DetectorSpec, EmbedderSpec, Manifest, ModelSpec, TextDetectorSpec, TextReaderSpec, load_manifest,
+    sha256_of, verified_path,
 )
 from sidecar.inference.session import OrtSession
 from sidecar.inference.turns import background, interactive
@@ -249,16 +249,18 @@ class Engine:
         return Embedder(spec, session)
 
     def _model_info(self, name: str, load: Callable[[], object]) -> ModelInfo:
-        spec: ModelBase = self._spec(name)[0]
-        status, problem = "loaded", None
+        spec, folder = self._spec(name)
+        status, problem, sha256 = "loaded", None, spec.sha256
         try:
             load()
+            # The file's own: a trained model built on other vector instructions has another pinned sha256.
+            sha256 = sha256_of(folder / spec.file)
         except ModelMissing as exc:
             status = "checksum_mismatch" if (exc.data or {}).get("reason") == "checksum_mismatch" else "missing"
             problem = exc.message
         task = TASKS[type(spec)]
         return ModelInfo(
-            name=spec.name, task=task, version=spec.version, file=spec.file, sha256=spec.sha256,
+            name=spec.name, task=task, version=spec.version, file=spec.file, sha256=sha256,
             input_size=[spec.input.width, spec.input.height], status=status,  # type: ignore[arg-type]
             output_dim=appearance_dim(spec) if isinstance(spec, EmbedderSpec) else None, problem=problem,
             adapted_from=spec.adapted_from if isinstance(spec, EmbedderSpec) else None,

@@ -4,6 +4,8 @@ stdout guard."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import struct
 import sys
@@ -147,7 +149,12 @@ def test_missing_and_corrupt_models_are_named_and_the_rest_keeps_working(tmp_pat
         info = process.request("initialize", {}, id=1)["result"]
         status = {m["name"]: m for m in info["models"]}
         assert status["liveryid-vehicle-nanodet"]["status"] == "loaded"
+        # A loaded model reports its file's sha256 (its build for this instruction set); a refused one, the pin.
+        detector_bytes = (tmp_path / "liveryid-vehicle-nanodet-416.onnx").read_bytes()
+        assert status["liveryid-vehicle-nanodet"]["sha256"] == hashlib.sha256(detector_bytes).hexdigest()
         assert status["liveryid-reid-mnv2"]["status"] == "checksum_mismatch"
+        pins = {m["name"]: m["sha256"] for m in json.loads((models / "manifest.json").read_text())["models"]}
+        assert status["liveryid-reid-mnv2"]["sha256"] == pins["liveryid-reid-mnv2"]
         assert "build.py models" in status["liveryid-reid-mnv2"]["problem"]
         error = process.request("embed", {"image": BLANK}, id=2)["error"]
         assert error["code"] == -32004 and error["data"]["model"] == "liveryid-reid-mnv2"

@@ -534,6 +534,9 @@ export interface ModelInfo {
   task: 'detect' | 'detect-text' | 'embed' | 'read-text';
   version: string;
   file: string;
+  /**
+   * The loaded file's; else the manifest's pin. A model the project trains is pinned per instruction set (its build differs on AVX-512 and AVX2 machines), so two machines can report two values.
+   */
   sha256: string;
   input_size: number[];
   status: 'checksum_mismatch' | 'loaded' | 'missing';

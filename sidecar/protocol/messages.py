@@ -108,7 +108,9 @@ class ModelInfo(Message):
     task: Literal["detect", "embed", "detect-text", "read-text"]
     version: str
     file: str
-    sha256: str
+    sha256: Annotated[str, Meta(description=(
+        "The loaded file's; else the manifest's pin. A model the project trains is pinned per instruction set "
+        "(its build differs on AVX-512 and AVX2 machines), so two machines can report two values."))]
     input_size: list[int]
     status: Literal["loaded", "missing", "checksum_mismatch"]
     output_dim: Annotated[int | None, Meta(description="Embedding size, for embedders.")] = None
