@@ -176,10 +176,18 @@ def matmul_chain(path: Path, size: int, length: int) -> None:
 
 def test_a_background_model_run_gives_way_to_an_interactive_request_then_runs_again(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    matmul_chain(tmp_path / "chain.onnx", 512, 150)
-    session = OrtSession(tmp_path / "chain.onnx", 2)
     x = np.random.default_rng(1).standard_normal((512, 512)).astype(np.float32)
-    expected = session.run(["y"], {"x": x})[0]
+    # Long enough to be caught running whatever the CPU: 150 products take about 0.1 s with AVX-512.
+    length = 150
+    while True:
+        matmul_chain(tmp_path / "chain.onnx", 512, length)
+        session = OrtSession(tmp_path / "chain.onnx", 2)
+        start = time.perf_counter()
+        expected = session.run(["y"], {"x": x})[0]
+        took = time.perf_counter() - start
+        if took >= 0.6 or length >= 4800:
+            break
+        length *= 2
     order: list[str] = []
     got: list[np.ndarray] = []
 
@@ -191,7 +199,7 @@ def test_a_background_model_run_gives_way_to_an_interactive_request_then_runs_ag
     caplog.set_level(logging.DEBUG, logger="sidecar.inference.session")
     tag = threading.Thread(target=tag_run)
     tag.start()
-    time.sleep(0.1)  # into the run (hundreds of milliseconds)
+    time.sleep(took / 4)  # into the run
     with MODEL_TURNS.interactive(), MODEL_TURNS.turn():
         order.append("identify's run")
     tag.join(30)
