@@ -115,11 +115,9 @@ class CellSamples:
         """Per map level, the canvases' maps as one (canvases, H + 2, W + 2, 128) tensor; stacked
         in place, so that the per-canvas copies are let go (they are a gigabyte and more)."""
         for level, maps in self.maps.items():
-            if len(maps) > 1:
+            if maps[0].ndim == 3:  # per canvas, not stacked yet
                 self.maps[level] = [np.stack(maps)]
                 maps.clear()
-            elif maps and maps[0].ndim == 3:
-                self.maps[level] = [maps[0][None]]
         return {level: torch.from_numpy(maps[0]) for level, maps in self.maps.items()}
 
     def stacked(self) -> dict[str, torch.Tensor]:
@@ -440,36 +438,34 @@ def train(samples: CellSamples, initial: Sequence[tuple[np.ndarray, np.ndarray]]
     return head
 
 
-def coco_head_3x3(model: onnx.ModelProto) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Each level's head 3x3 convolution: weights (128, 128, 3, 3) and biases (128,)."""
+def _conv_weights(model: onnx.ModelProto, names: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The weights and biases of the graph's convolution nodes of these names."""
     initialisers = {i.name: i for i in model.graph.initializer}
     nodes = {n.name: n for n in model.graph.node}
-    return {level: (numpy_helper.to_array(initialisers[nodes[name].input[1]]),
-                    numpy_helper.to_array(initialisers[nodes[name].input[2]]))
-            for level, name in enumerate(HEAD_3X3_CONVS)}
+    return [(numpy_helper.to_array(initialisers[nodes[name].input[1]]),
+             numpy_helper.to_array(initialisers[nodes[name].input[2]])) for name in names]
+
+
+def coco_head_3x3(model: onnx.ModelProto) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Each level's head 3x3 convolution: weights (128, 128, 3, 3) and biases (128,)."""
+    return dict(enumerate(_conv_weights(model, HEAD_3X3_CONVS)))
 
 
 def coco_head(model: onnx.ModelProto) -> list[tuple[np.ndarray, np.ndarray]]:
     """The COCO head's last layer per stride: weights (124, 128) and biases (124,)."""
-    initialisers = {i.name: i for i in model.graph.initializer}
-    nodes = {n.name: n for n in model.graph.node}
-    layers = []
-    for name in HEAD_CONVS:
-        conv = nodes[name]
-        weight = numpy_helper.to_array(initialisers[conv.input[1]]).reshape(-1, FEATURES)
-        layers.append((weight, numpy_helper.to_array(initialisers[conv.input[2]])))
-    return layers
+    return [(weight.reshape(-1, FEATURES), bias) for weight, bias in _conv_weights(model, HEAD_CONVS)]
 
 
-def _conv_1x1(graph: onnx.GraphProto, layer: nn.Linear, source: str, name: str) -> str:
-    """A linear map applied per cell, as a 1x1 convolution node of the graph; returns its output's name."""
+def _conv(graph: onnx.GraphProto, layer: nn.Linear, source: str, name: str, kernel: int = 1) -> str:
+    """A linear map of each cell's kernel x kernel neighbourhood (a 1x1: of the cell alone), as a
+    convolution node of the graph; returns its output's name."""
     weight = layer.weight.detach().numpy().astype(np.float32)
     graph.initializer.extend([
-        numpy_helper.from_array(weight.reshape(*weight.shape, 1, 1), f"{name}_weight"),
+        numpy_helper.from_array(weight.reshape(len(weight), -1, kernel, kernel), f"{name}_weight"),
         numpy_helper.from_array(layer.bias.detach().numpy().astype(np.float32), f"{name}_bias"),
     ])
     graph.node.append(helper.make_node("Conv", [source, f"{name}_weight", f"{name}_bias"], [name], name=name,
-                                       kernel_shape=[1, 1]))
+                                       kernel_shape=[kernel, kernel]))
     return name
 
 
@@ -489,27 +485,18 @@ def graft(model: onnx.ModelProto, head: VehicleHead) -> onnx.ModelProto:
             numpy_helper.from_array(np.asarray([1, boxes_channels], np.int64), f"{prefix}_split"),
         ])
         if str(index) in head.convs_3x3:
-            conv = cast(nn.Linear, head.convs_3x3[str(index)])
-            conv_weight = conv.weight.detach().numpy().astype(np.float32).reshape(FEATURES, FEATURES, 3, 3)
-            graph.initializer.extend([
-                numpy_helper.from_array(conv_weight, f"{prefix}_3x3_weight"),
-                numpy_helper.from_array(conv.bias.detach().numpy().astype(np.float32), f"{prefix}_3x3_bias"),
-            ])
-            graph.node.extend([
-                helper.make_node("Conv", [PADDED_MAPS[index], f"{prefix}_3x3_weight", f"{prefix}_3x3_bias"],
-                                 [f"{prefix}_3x3"], name=f"{prefix}_3x3", kernel_shape=[3, 3]),
-                helper.make_node("LeakyRelu", [f"{prefix}_3x3"], [f"{prefix}_features"], name=f"{prefix}_features",
-                                 alpha=LEAKY_SLOPE),
-            ])
+            conv = _conv(graph, cast(nn.Linear, head.convs_3x3[str(index)]), PADDED_MAPS[index], f"{prefix}_3x3", 3)
+            graph.node.append(helper.make_node("LeakyRelu", [conv], [f"{prefix}_features"], name=f"{prefix}_features",
+                                               alpha=LEAKY_SLOPE))
             features = f"{prefix}_features"
-        logits = _conv_1x1(graph, layer, features, f"{prefix}_conv")
+        logits = _conv(graph, layer, features, f"{prefix}_conv")
         if head.branches:
             branch_layers = cast(nn.Sequential, head.branches[index])
             first, second = cast(nn.Linear, branch_layers[0]), cast(nn.Linear, branch_layers[2])
-            hidden = _conv_1x1(graph, first, features, f"{prefix}_branch_in")
+            hidden = _conv(graph, first, features, f"{prefix}_branch_in")
             graph.node.append(helper.make_node("Relu", [hidden], [f"{prefix}_branch_relu"],
                                                name=f"{prefix}_branch_relu"))
-            branch = _conv_1x1(graph, second, f"{prefix}_branch_relu", f"{prefix}_branch_out")
+            branch = _conv(graph, second, f"{prefix}_branch_relu", f"{prefix}_branch_out")
             graph.node.append(helper.make_node("Add", [logits, branch], [f"{prefix}_sum"], name=f"{prefix}_sum"))
             logits = f"{prefix}_sum"
         graph.node.extend([
