@@ -22,7 +22,7 @@ from sidecar.config import Settings
 from sidecar.errors import InvalidParams, LibraryNotOpen, ModelMissing, RpcError
 from sidecar.inference.manifest import (
     DetectorSpec, EmbedderSpec, Manifest, ModelSpec, TextDetectorSpec, TextReaderSpec, load_manifest,
-    sha256_of, verified_path,
+    verified_file, verified_path,
 )
 from sidecar.inference.session import OrtSession
 from sidecar.inference.turns import background, interactive
@@ -62,6 +62,8 @@ class Engine:
         self.limits = ImageLimits(settings.max_image_pixels, settings.max_file_bytes)
         self._manifest: Manifest | None = None
         self._stages: dict[str, Any] = {}
+        # Each loaded model's file sha256, taken when it was checked: the pin of its build on this machine.
+        self._file_sha256: dict[str, str] = {}
         self._load_lock = threading.Lock()
         self._library: Library | None = None
         # The embedder chosen at start-up, or since by `embedder.use`.
@@ -91,7 +93,7 @@ class Engine:
         with self._load_lock:
             if name not in self._stages:
                 spec, folder = self._spec(name)
-                path = verified_path(spec, folder)
+                path, self._file_sha256[name] = verified_file(spec, folder)
                 self._stages[name] = build(spec, OrtSession(path, self.settings.intra_op_threads, self.settings.spin_wait))
                 log.info("loaded %s %s from %s", spec.name, spec.version, path)
             return self._stages[name]
@@ -249,12 +251,12 @@ class Engine:
         return Embedder(spec, session)
 
     def _model_info(self, name: str, load: Callable[[], object]) -> ModelInfo:
-        spec, folder = self._spec(name)
+        spec = self._spec(name)[0]
         status, problem, sha256 = "loaded", None, spec.sha256
         try:
             load()
             # The file's own: a trained model built on other vector instructions has another pinned sha256.
-            sha256 = sha256_of(folder / spec.file)
+            sha256 = self._file_sha256[name]
         except ModelMissing as exc:
             status = "checksum_mismatch" if (exc.data or {}).get("reason") == "checksum_mismatch" else "missing"
             problem = exc.message

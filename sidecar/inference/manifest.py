@@ -172,6 +172,11 @@ def accepted_sha256(spec: ModelBase) -> set[str]:
 
 def verified_path(spec: ModelBase, models_dir: Path) -> Path:
     """The model file, after checking it exists and matches its sha256."""
+    return verified_file(spec, models_dir)[0]
+
+
+def verified_file(spec: ModelBase, models_dir: Path) -> tuple[Path, str]:
+    """The model file and its sha256 (one of the pinned ones), after checking it exists and matches."""
     path = models_dir / spec.file
     data = {"model": spec.name, "file": str(path), "build": spec.build}
     if not path.is_file():
@@ -183,4 +188,4 @@ def verified_path(spec: ModelBase, models_dir: Path) -> Path:
             f"rebuild it with `{spec.build}`",
             {**data, "sha256": actual, "expected": spec.sha256, "reason": "checksum_mismatch"},
         )
-    return path
+    return path, actual
