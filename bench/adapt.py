@@ -53,7 +53,7 @@ def enroll(engine: Engine, manifest: evaluation.EvalManifest, base: Path) -> Non
 
 def figures(engine: Engine, manifests: list[Path]) -> list[evaluation.Report]:
     policy = match_policy(engine.embedder(), None, None, 5)
-    return [evaluation.prepare(engine, path).reports(policy)[0] for path in manifests]
+    return [evaluation.prepare(engine, path).reports(policy)[0] for path in manifests]  # [0]: identify's scoring
 
 
 def main() -> None:

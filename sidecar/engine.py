@@ -26,8 +26,7 @@ from sidecar.inference.manifest import (
 )
 from sidecar.inference.session import OrtSession
 from sidecar.inference.turns import background, interactive
-from sidecar.library.index import ReferenceIndex
-from sidecar.library.library import Library
+from sidecar.library.library import EmbeddedReferences, Library
 from sidecar.protocol.endpoint import RequestContext
 from sidecar.protocol.framing import WIRES
 from sidecar.protocol.messages import (
@@ -52,8 +51,7 @@ TASKS: dict[type, Literal["detect", "embed", "detect-text", "read-text"]] = {
 @dataclass(frozen=True)
 class Matcher:
     embedder: Embedder
-    index: ReferenceIndex
-    car_of: Callable[[int], str]
+    references: EmbeddedReferences
 
 
 class Engine:
@@ -230,10 +228,10 @@ class Engine:
         library switches models (tag takes one for its whole run)."""
         with self._switching:
             embedder = self.embedder()
-            model, index, car_of = self.library().matching()
+            model, references = self.library().matching()
             if model != embedder.key:  # only while a switch is half done, which the lock rules out
                 raise RuntimeError(f"the library's index is {model}'s, the embedder {embedder.key}")
-            return Matcher(embedder, index, car_of)
+            return Matcher(embedder, references)
 
     def embedder_name(self) -> str:
         """The configured embedder, or the open library's adaptation of it."""

@@ -28,10 +28,12 @@ from sidecar.identification import reference_box
 from sidecar.protocol.messages import ImageRef
 from sidecar.stages.decode import load_image
 from sidecar.stages.embed import crop
-from sidecar.stages.match import CarScore, MatchPolicy, decide
+from sidecar.stages.match import CarScore, MatchPolicy, blend, decide
 
 log = logging.getLogger(__name__)
-Aggregate = Literal["max", "mean", "max+k-reciprocal"]
+Aggregate = Literal["max+mean", "max", "mean", "max+k-reciprocal"]
+# What identify scores a car by (sidecar/stages/match.py); the others are printed beside it.
+IDENTIFY_SCORING: Aggregate = "max+mean"
 # k-reciprocal re-ranking (Zhong et al., CVPR 2017) with the paper's settings.
 RERANK_K1, RERANK_K2, RERANK_LAMBDA = 20, 6, 0.3
 
@@ -125,16 +127,21 @@ def best_per_car(similarities: np.ndarray, ref_cars: list[str]) -> tuple[list[st
     return cars, np.stack([similarities[:, owner == i].max(axis=1) for i in range(len(cars))], axis=1)
 
 
-def car_similarities(queries: np.ndarray, references: np.ndarray, ref_cars: list[str], aggregate: Aggregate) -> tuple[list[str], np.ndarray]:
-    """(cars, (Q, C) similarity of each query to each car)."""
-    if aggregate in ("max", "max+k-reciprocal"):
-        sims = queries @ references.T if aggregate == "max" else reranked_similarities(queries, references)
-        return best_per_car(sims, ref_cars)
+def mean_references(references: np.ndarray, ref_cars: list[str]) -> tuple[list[str], np.ndarray]:
+    """(cars, (C, D) each car's normalised mean reference)."""
     cars = sorted(set(ref_cars))
     owner = np.array([cars.index(c) for c in ref_cars])
-    prototypes = np.stack([references[owner == i].mean(axis=0) for i in range(len(cars))])
-    prototypes /= np.linalg.norm(prototypes, axis=1, keepdims=True)
-    return cars, queries @ prototypes.T
+    means = np.stack([references[owner == i].mean(axis=0) for i in range(len(cars))])
+    return cars, means / np.linalg.norm(means, axis=1, keepdims=True)
+
+
+def car_similarities(queries: np.ndarray, references: np.ndarray, ref_cars: list[str], aggregate: Aggregate) -> tuple[list[str], np.ndarray]:
+    """(cars, (Q, C) similarity of each query to each car)."""
+    if aggregate == "max+k-reciprocal":
+        return best_per_car(reranked_similarities(queries, references), ref_cars)
+    cars, best = best_per_car(queries @ references.T, ref_cars)
+    mean = queries @ mean_references(references, ref_cars)[1].T
+    return cars, {"max": best, "mean": mean, "max+mean": blend(best, mean)}[aggregate]
 
 
 def average_precision(scores: np.ndarray, relevant: np.ndarray) -> float:
@@ -178,7 +185,8 @@ class Prepared:
         return car_similarities(self.queries, self.references, self.reference_cars, aggregate)
 
     def reports(self, policy: MatchPolicy, rerank: bool = False) -> list[Report]:
-        aggregates: list[Aggregate] = ["max", "mean", "max+k-reciprocal"] if rerank else ["max", "mean"]
+        """Identify's scoring first, then the best and the mean reference alone (and re-ranking)."""
+        aggregates: list[Aggregate] = ["max+mean", "max", "mean", "max+k-reciprocal"] if rerank else ["max+mean", "max", "mean"]
         return [
             evaluate(self.name, *self.scores(aggregate), self.truths, policy, aggregate, len(self.reference_cars))
             for aggregate in aggregates
@@ -198,12 +206,12 @@ def prepare(engine: Engine, manifest_path: Path) -> Prepared:
 
 
 def sweep(prepared: Prepared, margin: float) -> str:
-    """True and false match rates over thresholds (max scoring): the data behind the default threshold."""
-    cars, sims = prepared.scores("max")
+    """True and false match rates over thresholds (identify's scoring): the data behind the default threshold."""
+    cars, sims = prepared.scores(IDENTIFY_SCORING)
     lines = [f"{prepared.name}: threshold sweep, margin {margin}", "| threshold | true match | wrong match | false match (unknown) |",
              "|---|---|---|---|"]
     for threshold in np.arange(0.40, 0.96, 0.025):
-        r = evaluate(prepared.name, cars, sims, prepared.truths, MatchPolicy(float(threshold), margin, 5), "max", 0)
+        r = evaluate(prepared.name, cars, sims, prepared.truths, MatchPolicy(float(threshold), margin, 5), IDENTIFY_SCORING, 0)
         lines.append(f"| {threshold:.3f} | {r.true_match_rate:.1%} | {r.wrong_match_rate:.1%} | {r.false_match_rate:.1%} |")
     return "\n".join(lines)
 

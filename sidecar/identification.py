@@ -124,9 +124,13 @@ class Identification:
             vectors = matcher.embedder([crop(image, box) for box in found.boxes])
         with watch.stage("match"):
             # Enough neighbours that top_k distinct cars survive when each has several references.
-            reference_ids, similarities = matcher.index.search(vectors, count=max(50, 10 * options.top_k))
+            references = matcher.references
+            reference_ids, similarities = references.index.search(vectors, count=max(50, 10 * options.top_k))
             policy = match_policy(matcher.embedder, options.threshold, options.margin, options.top_k)
-            verdicts = [decide(car_scores(ids, sims, matcher.car_of), policy) for ids, sims in zip(reference_ids, similarities)]
+            verdicts = [
+                decide(car_scores(vector, ids, sims, references.car_of, references.mean_reference), policy)
+                for vector, ids, sims in zip(vectors, reference_ids, similarities)
+            ]
         with watch.stage("number"):
             reader = self.engine.number_reader() if options.read_numbers else None
             readings = [

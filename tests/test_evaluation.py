@@ -26,6 +26,8 @@ def test_max_and_mean_scoring() -> None:
     np.testing.assert_allclose(by_max, [[1.0, 0.8]], atol=1e-6)
     _, by_mean = car_similarities(queries, references, ["a", "a", "b"], "mean")
     np.testing.assert_allclose(by_mean, [[0.7071, 0.8]], atol=1e-4)  # the prototype of a sits between its two views
+    _, by_both = car_similarities(queries, references, ["a", "a", "b"], "max+mean")
+    np.testing.assert_allclose(by_both, [[0.8536, 0.8]], atol=1e-4)  # a car with one reference scores it either way
 
 
 def test_open_set_rates() -> None:
@@ -55,7 +57,7 @@ def test_eval_on_real_crops_ranks_neighbouring_views_first(engine: Engine, dev_d
     path = tmp_path / "m.json"
     path.write_text(json.dumps(manifest))
     reports = prepare(engine, path).reports(MatchPolicy(0.875, 0.03, 5))
-    assert [r.aggregate for r in reports] == ["max", "mean"]
+    assert [r.aggregate for r in reports] == ["max+mean", "max", "mean"]
     assert reports[0].rank1 == 1.0 and reports[0].known_queries == 3 and reports[0].unknown_queries == 1
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from sidecar.errors import InvalidParams, LibraryInUse, LibraryTooNew, NotFound
+from sidecar.evaluation import car_similarities
 from sidecar.library.library import Library
 from sidecar.library.store import SCHEMA, SCHEMA_VERSION, NewDetection
 from sidecar.stages.match import CarScore, MatchPolicy, car_scores, decide
@@ -28,8 +29,9 @@ def entries(*seeds: int) -> list[tuple[str, list[float], np.ndarray, float]]:
 
 
 def nearest_car(library: Library, query: np.ndarray) -> str:
-    ids, sims = library.index.search(query[None], 10)
-    return car_scores(ids[0], sims[0], library.car_of)[0].car_id
+    references = library.references
+    ids, sims = references.index.search(query[None], 10)
+    return car_scores(query, ids[0], sims[0], references.car_of, references.mean_reference)[0].car_id
 
 
 def test_enroll_extend_update_merge_and_remove(tmp_path: Path) -> None:
@@ -137,10 +139,53 @@ def test_open_set_decisions(scores: list[tuple[str, float]], decision: str, car:
     assert len(verdict.candidates) == min(1, len(scores))
 
 
-def test_car_scores_take_each_cars_best_reference() -> None:
+def test_car_scores_blend_each_cars_best_and_mean_reference() -> None:
     cars = {1: "a", 2: "b", 3: "a"}
-    scores = car_scores(np.array([2, 3, 1], np.uint64), np.array([0.8, 0.7, 0.95], np.float32), cars.__getitem__)
-    assert [(s.car_id, round(s.score, 2)) for s in scores] == [("a", 0.95), ("b", 0.8)]
+    means = {"a": np.array([0.6, 0.8], np.float32), "b": np.array([1.0, 0.0], np.float32)}
+    query = np.array([1.0, 0.0], np.float32)
+    scores = car_scores(query, np.array([2, 3, 1], np.uint64), np.array([0.8, 0.7, 0.95], np.float32), cars.__getitem__,
+                        means.__getitem__)
+    # a: best 0.95, mean 0.6; b: best 0.8, mean 1.0, ahead although its best reference is behind.
+    assert [(s.car_id, round(s.score, 3)) for s in scores] == [("b", 0.9), ("a", 0.775)]
+    assert car_scores(query, np.array([0], np.uint64), np.array([-np.inf], np.float32), cars.__getitem__, means.__getitem__) == []
+
+
+def test_identify_scores_cars_as_eval_does_through_enroll_merge_and_removal(tmp_path: Path) -> None:
+    """The library's cached mean references follow every change of a car's
+    references, so identify's scores stay those `liveryid eval` measures."""
+
+    def both_ways(query: np.ndarray) -> tuple[dict[str, float], dict[str, float]]:
+        references = library.references
+        ids, sims = references.index.search(query[None], 50)
+        identify = {s.car_id: s.score for s in car_scores(query, ids[0], sims[0], references.car_of, references.mean_reference)}
+        held = references.ids()
+        cars, by_eval = car_similarities(query[None], references.index.vectors(held.tolist()),
+                                         [references.car_of(int(i)) for i in held], "max+mean")
+        return identify, dict(zip(cars, by_eval[0].tolist()))
+
+    library = Library(tmp_path, "m", DIM)
+    try:
+        library.enroll("a", {"label": "A"}, entries(1, 2), "m")
+        library.enroll("b", {"label": "B"}, entries(3), "m")
+        library.enroll("c", {"label": "C"}, entries(4, 5, 6), "m")
+        queries = [unit(s) + 0.5 * unit(s + 100) for s in range(1, 7)]
+        queries = [q / np.linalg.norm(q) for q in queries]
+        steps = [
+            lambda: library.enroll("b", {}, entries(7), "m"),
+            lambda: library.merge("a", ["c"]),
+            lambda: library.remove_reference(library.store.references("a")[0].id),
+            lambda: library.remove_car("b"),
+        ]
+        for step in [lambda: None, *steps]:
+            step()
+            for query in queries:
+                identify, evaluated = both_ways(query)
+                assert identify.keys() == evaluated.keys()
+                for car, score in identify.items():
+                    assert score == pytest.approx(evaluated[car], abs=1e-3)
+        assert set(identify) == {"a"}
+    finally:
+        library.close()
 
 
 def test_raw_photos_keep_their_sensor_scale_for_the_exports(tmp_path: Path) -> None:

@@ -105,6 +105,15 @@ class ReferenceIndex:
             similarities[row, :count] = 1.0 - found_distances[row, :count]
         return keys, similarities
 
+    def vectors(self, ids: list[int]) -> np.ndarray:
+        """(len(ids), dim) stored vectors of references the index holds."""
+        with self._lock:
+            found = self._index.get(np.array(ids, np.uint64), dtype="f32")
+        vectors = [v for v in (found if isinstance(found, tuple) else [found]) if v is not None]
+        if len(vectors) != len(ids):
+            raise KeyError(f"references missing from the index {self.path.name}")
+        return np.stack(vectors)
+
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         with self._lock:
             self._writable().add(ids, vectors)

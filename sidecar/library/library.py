@@ -38,6 +38,64 @@ def _serialised(method: Callable[..., T]) -> Callable[..., T]:
     return locked
 
 
+class EmbeddedReferences:
+    """The references one model embedded, as identify searches them: the
+    index, the car of each reference and each car's mean reference. A
+    library changing model replaces it whole, so a search holding one stays
+    consistent."""
+
+    def __init__(self, index: ReferenceIndex, ids: np.ndarray, cars: list[str]) -> None:
+        self.index = index
+        self._car_of: dict[int, str] = {}
+        self._references_of: dict[str, set[int]] = {}
+        # Computed on first use; dropped whenever the car's references change.
+        self._means: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
+        self.assign(ids.tolist(), cars)
+
+    def ids(self) -> np.ndarray:
+        return np.array(sorted(self._car_of), np.uint64)
+
+    def car_of(self, reference_id: int) -> str:
+        return self._car_of[reference_id]
+
+    def holds(self, reference_id: int) -> bool:
+        return reference_id in self._car_of
+
+    def mean_reference(self, car_id: str) -> np.ndarray:
+        """The normalised mean of the car's reference vectors."""
+        mean = self._means.get(car_id)
+        if mean is None:
+            with self._lock:
+                mean = self.index.vectors(sorted(self._references_of[car_id])).mean(axis=0)
+                mean /= max(float(np.linalg.norm(mean)), 1e-12)
+                self._means[car_id] = mean
+        return mean
+
+    def assign(self, reference_ids: list[int], cars: list[str]) -> None:
+        """Give references (already in the index) to cars, taking them from any car they had."""
+        with self._lock:
+            self._drop(reference_ids)
+            for ref, car in zip(reference_ids, cars):
+                self._car_of[ref] = car
+                self._references_of.setdefault(car, set()).add(ref)
+                self._means.pop(car, None)
+
+    def forget(self, reference_ids: list[int]) -> None:
+        """Before removing them from the index: a mean is never taken over a vector it no longer has."""
+        with self._lock:
+            self._drop(reference_ids)
+
+    def _drop(self, reference_ids: list[int]) -> None:
+        for ref in reference_ids:
+            car = self._car_of.pop(ref, None)
+            if car is not None:
+                self._references_of[car].discard(ref)
+                if not self._references_of[car]:
+                    del self._references_of[car]
+                self._means.pop(car, None)
+
+
 class Library:
     def __init__(self, folder: Path, model: str, dim: int) -> None:
         self.folder = folder
@@ -77,8 +135,11 @@ class Library:
             index = ReferenceIndex(self.folder, model, dim)
             ids, cars, vectors = self.store.reference_vectors(model, dim)
             index.open(ids, vectors)
-            self.index, self.model, self.dim = index, model, dim
-            self._ref_cars = dict(zip(ids.tolist(), cars))
+            self.references, self.model, self.dim = EmbeddedReferences(index, ids, cars), model, dim
+
+    @property
+    def index(self) -> ReferenceIndex:
+        return self.references.index
 
     def close(self) -> None:
         self.store.close()
@@ -102,7 +163,7 @@ class Library:
             references = self.store.add_references(db, car_id, model, entries)
         if references and model == self.model:
             self.index.add(np.array([r.id for r in references], np.uint64), np.stack([e[2] for e in entries]))
-            self._ref_cars.update({r.id: car_id for r in references})
+            self.references.assign([r.id for r in references], [car_id] * len(references))
             self._save_index()
         return self.store.car(car_id) or car, references
 
@@ -120,7 +181,7 @@ class Library:
 
     @_serialised
     def remove_car(self, car_id: str) -> None:
-        references = [r.id for r in self.store.references(self.require_car(car_id).id) if r.id in self._ref_cars]
+        references = [r.id for r in self.store.references(self.require_car(car_id).id) if self.references.holds(r.id)]
         self.store.remove_car(car_id)
         self._forget(references)
 
@@ -130,8 +191,9 @@ class Library:
             self.require_car(car_id)
         if into in sources:
             raise InvalidParams("a car cannot be merged into itself", {"field": "params.sources"})
+        moved = [r.id for car_id in sources for r in self.store.references(car_id) if self.references.holds(r.id)]
         self.store.merge_cars(into, sources)
-        self._ref_cars.update({ref: into for ref, car in self._ref_cars.items() if car in sources})
+        self.references.assign(moved, [into] * len(moved))
         return self.require_car(into)
 
     @_serialised
@@ -139,19 +201,18 @@ class Library:
         car_id = self.store.remove_reference(reference_id)
         if car_id is None:
             raise NotFound(f"no reference {reference_id}", {"reference": reference_id})
-        if reference_id in self._ref_cars:
+        if self.references.holds(reference_id):
             self._forget([reference_id])
         return car_id
 
     def _forget(self, reference_ids: list[int]) -> None:
         if reference_ids:
+            self.references.forget(reference_ids)
             self.index.remove(reference_ids)
-            for ref in reference_ids:
-                self._ref_cars.pop(ref, None)
             self._save_index()
 
     def _save_index(self) -> None:
-        self.index.save(np.array(sorted(self._ref_cars), np.uint64))
+        self.index.save(self.references.ids())
 
     # --- reads -----------------------------------------------------------------
 
@@ -161,11 +222,8 @@ class Library:
             raise NotFound(f"no car with id {car_id!r}", {"car": car_id})
         return car
 
-    def car_of(self, reference_id: int) -> str:
-        return self._ref_cars[reference_id]
-
-    def matching(self) -> tuple[str, ReferenceIndex, Callable[[int], str]]:
-        """The model, index and reference-to-car lookup of this moment, together:
-        a search made with them stays consistent while another model takes over."""
+    def matching(self) -> tuple[str, EmbeddedReferences]:
+        """The model and its references at this moment, together: a search
+        made with them stays consistent while another model takes over."""
         with self._writing:
-            return self.model, self.index, self._ref_cars.__getitem__
+            return self.model, self.references

@@ -1,10 +1,14 @@
 """Match stage: from a vehicle's nearest references to per-car scores and an
 open-set decision.
 
-A car scores the best similarity among its references (the max rule: a
-query seen from one side should match the reference taken from that side,
-not the average of all sides; `liveryid eval` measures it against the mean
-prototype). The decision is `match` only when the best car clears the
+A car scores the mean of two similarities: to its best reference, which
+follows the view (a query seen from one side should match the reference
+taken from that side), and to its mean reference (the normalised mean of its
+references' vectors), which keeps what all its views share, the livery, and
+no one reference's background or pose. `liveryid eval` prints each alone
+and the two together: together they keep the best reference's figures where
+views decide (EPFL with 3 references) and most of the mean's where the
+livery does (the F1 game teams). The decision is `match` only when the best car clears the
 threshold and leads the runner-up by the margin; `ambiguous` when several
 clear it too closely; `unknown` otherwise, which is the normal outcome for
 the many cars at an event that nobody enrolled."""
@@ -31,8 +35,8 @@ class MatchPolicy:
 class CarScore:
     car_id: str
     score: float | None
-    """Best similarity among the car's references; None for a car that only
-    its racing number names (the fuse stage)."""
+    """Appearance similarity (`blend` of best and mean reference); None for a
+    car that only its racing number names (the fuse stage)."""
 
 
 @dataclass(frozen=True)
@@ -43,8 +47,15 @@ class Verdict:
     candidates: list[CarScore]
 
 
-def car_scores(reference_ids: np.ndarray, similarities: np.ndarray, car_of: Callable[[int], str]) -> list[CarScore]:
-    """Best similarity per car, best car first, from one query's neighbours."""
+def blend(best: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """A car's score from its best reference's similarity and its mean reference's."""
+    return (best + mean) / 2
+
+
+def car_scores(query: np.ndarray, reference_ids: np.ndarray, similarities: np.ndarray, car_of: Callable[[int], str],
+               mean_reference: Callable[[str], np.ndarray]) -> list[CarScore]:
+    """Per-car scores, best car first, from one query's vector and nearest
+    references; `mean_reference(car)` is the car's unit mean reference."""
     best: dict[str, float] = {}
     for ref, similarity in zip(reference_ids.tolist(), similarities.tolist()):
         if similarity == -np.inf:
@@ -52,7 +63,12 @@ def car_scores(reference_ids: np.ndarray, similarities: np.ndarray, car_of: Call
         car = car_of(int(ref))
         if similarity > best.get(car, -np.inf):
             best[car] = similarity
-    return [CarScore(car, round(score, 4)) for car, score in sorted(best.items(), key=lambda kv: -kv[1])]
+    if not best:
+        return []
+    cars = list(best)
+    means = np.stack([mean_reference(car) for car in cars]) @ query
+    scores = blend(np.array([best[car] for car in cars]), means)
+    return [CarScore(cars[i], round(float(scores[i]), 4)) for i in np.argsort(-scores, kind="stable")]
 
 
 def decide(candidates: list[CarScore], policy: MatchPolicy) -> Verdict:
