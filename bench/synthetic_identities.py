@@ -38,7 +38,6 @@ EMBEDDER = "liveryid-reid-mnv2"
 EVAL_DIR = Path(".cache/eval")
 REAL = ["epfl-1ref.json", "epfl-3ref.json", "khoa.json", "khoa-detected.json"]
 RENDERED = ["f1-3ref.json", "f1-boxed/f1-3ref-boxed.json"]  # the F1 game's images are renders too
-FALSE_MATCH_LIMIT = 0.01
 THRESHOLDS = np.round(np.arange(0.70, 0.901, 0.025), 3)
 
 
@@ -68,8 +67,7 @@ def measure(label: str, models_dir: Path) -> None:
         return evaluation.evaluate(name, *scores[name], prepared[name].truths,
                                    MatchPolicy(threshold, policy.margin, policy.top_k), "max", 0)
 
-    safe = next((float(t) for t in THRESHOLDS
-                 if all(report(name, float(t)).false_match_rate <= FALSE_MATCH_LIMIT for name in REAL)), None)
+    safe = evaluation.lowest_safe_threshold([prepared[name] for name in REAL], "max", policy.margin, THRESHOLDS)
     for name in REAL + RENDERED:
         at_default = report(name, policy.threshold)
         at_safe = f"{report(name, safe).true_match_rate:.1%}" if safe is not None else "-"

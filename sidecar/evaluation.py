@@ -216,6 +216,21 @@ def sweep(prepared: Prepared, margin: float) -> str:
     return "\n".join(lines)
 
 
+FALSE_MATCH_LIMIT = 0.01
+
+
+def lowest_safe_threshold(prepared: list[Prepared], aggregate: Aggregate, margin: float, thresholds: np.ndarray) -> float | None:
+    """The lowest threshold keeping false matches at or under FALSE_MATCH_LIMIT
+    on every set: the rule each embedder's default threshold follows."""
+    scored = [(p.scores(aggregate), p.truths) for p in prepared]
+    for threshold in thresholds:
+        policy = MatchPolicy(float(threshold), margin, 5)
+        if all(evaluate("", cars, sims, truths, policy, aggregate, 0).false_match_rate <= FALSE_MATCH_LIMIT
+               for (cars, sims), truths in scored):
+            return float(threshold)
+    return None
+
+
 def table(reports: list[Report], policy: MatchPolicy) -> str:
     lines = [
         f"threshold {policy.threshold}, margin {policy.margin}",
