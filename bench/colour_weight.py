@@ -46,10 +46,9 @@ def reweighted(vectors: np.ndarray, cnn_dim: int, embedded_weight: float, weight
 
 
 def rally_true_match(prepared: evaluation.Prepared, policy: MatchPolicy) -> float:
-    cars, sims = prepared.scores(evaluation.IDENTIFY_SCORING)
     rows = [i for i, truth in enumerate(prepared.truths) if truth == RALLY_CAR]
-    return evaluation.evaluate(prepared.name, cars, sims[rows], [RALLY_CAR] * len(rows), policy,
-                               evaluation.IDENTIFY_SCORING, 0).true_match_rate
+    scores = prepared.scores(evaluation.IDENTIFY_SCORING).of(rows)
+    return evaluation.evaluate(prepared.name, scores, [RALLY_CAR] * len(rows), policy, evaluation.IDENTIFY_SCORING, 0).true_match_rate
 
 
 def main() -> None:
@@ -82,7 +81,7 @@ def main() -> None:
             print(f"| {weight} | none | " + " | ".join("-" for _ in SHOWN) + " | - | - |")
             continue
         policy = MatchPolicy(threshold, margin, 5)
-        reports = {name: evaluation.evaluate(p.name, *p.scores(evaluation.IDENTIFY_SCORING), p.truths, policy,
+        reports = {name: evaluation.evaluate(p.name, p.scores(evaluation.IDENTIFY_SCORING), p.truths, policy,
                                              evaluation.IDENTIFY_SCORING, 0) for name, p in fused.items()}
         views = min(reports[name].true_match_rate for name in real if name not in REAL)
         rally = [rally_true_match(fused[name], policy) for name in ("epfl-1ref.json", "epfl-3ref.json")]

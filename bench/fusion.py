@@ -31,7 +31,7 @@ from sidecar.identification import match_policy
 from sidecar.protocol.messages import ImageRef
 from sidecar.stages.decode import load_image
 from sidecar.stages.fuse import fuse, number_wanted, numbers_index
-from sidecar.stages.match import CarScore, MatchPolicy, Verdict, decide
+from sidecar.stages.match import MatchPolicy, Verdict, decide
 from sidecar.stages.number import NumberReading
 
 MANIFESTS = Path(".cache/eval")
@@ -54,13 +54,13 @@ def rates(verdicts: list[Verdict], truths: list[str | None]) -> tuple[float, flo
 def compare(prepared: evaluation.Prepared, readings: list[list[NumberReading]], policy: MatchPolicy,
             number_only: bool) -> list[tuple[str, tuple[float, float, float, float]]]:
     keep = [i for i, car in enumerate(prepared.reference_cars) if not (number_only and car == NUMBERED_CAR)]
-    cars, similarities = evaluation.car_similarities(
-        prepared.queries, prepared.references[keep], [prepared.reference_cars[i] for i in keep], "max")
+    scores = evaluation.car_similarities(prepared.queries, prepared.references[keep],
+                                         [prepared.reference_cars[i] for i in keep], evaluation.IDENTIFY_SCORING)
     numbers = {car: (NUMBER if car == NUMBERED_CAR else None) for car in {*prepared.reference_cars}}
     by_number = numbers_index(numbers)
     appearance, fused, if_unsure = [], [], []
-    for row, read in zip(similarities, readings):
-        verdict = decide([CarScore(cars[j], float(row[j])) for j in np.argsort(-row)], policy)
+    for query, read in enumerate(readings):
+        verdict = decide(scores.candidates(query), policy)
         appearance.append(verdict)
         fused.append(fuse(verdict, read, numbers, by_number, policy).verdict)
         if_unsure.append(fuse(verdict, read if number_wanted("unsure", verdict) else [], numbers, by_number, policy).verdict)

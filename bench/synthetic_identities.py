@@ -64,7 +64,7 @@ def measure(label: str, models_dir: Path) -> None:
     scores = {name: prepared[name].scores("max") for name in prepared}
 
     def report(name: str, threshold: float) -> evaluation.Report:
-        return evaluation.evaluate(name, *scores[name], prepared[name].truths,
+        return evaluation.evaluate(name, scores[name], prepared[name].truths,
                                    MatchPolicy(threshold, policy.margin, policy.top_k), "max", 0)
 
     safe = evaluation.lowest_safe_threshold([prepared[name] for name in REAL], "max", policy.margin, THRESHOLDS)

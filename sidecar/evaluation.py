@@ -28,12 +28,13 @@ from sidecar.identification import reference_box
 from sidecar.protocol.messages import ImageRef
 from sidecar.stages.decode import load_image
 from sidecar.stages.embed import crop
-from sidecar.stages.match import CarScore, MatchPolicy, blend, decide
+from sidecar.stages.match import CarScore, MatchPolicy, decide
 
 log = logging.getLogger(__name__)
-Aggregate = Literal["max+mean", "max", "mean", "max+k-reciprocal"]
-# What identify scores a car by (sidecar/stages/match.py); the others are printed beside it.
-IDENTIFY_SCORING: Aggregate = "max+mean"
+Aggregate = Literal["mean rank, max match", "max", "mean", "max+k-reciprocal"]
+# How identify scores cars (sidecar/stages/match.py): ranked by the mean
+# reference, matched on the best one. The others are printed beside it.
+IDENTIFY_SCORING: Aggregate = "mean rank, max match"
 # k-reciprocal re-ranking (Zhong et al., CVPR 2017) with the paper's settings.
 RERANK_K1, RERANK_K2, RERANK_LAMBDA = 20, 6, 0.3
 
@@ -135,13 +136,33 @@ def mean_references(references: np.ndarray, ref_cars: list[str]) -> tuple[list[s
     return cars, means / np.linalg.norm(means, axis=1, keepdims=True)
 
 
-def car_similarities(queries: np.ndarray, references: np.ndarray, ref_cars: list[str], aggregate: Aggregate) -> tuple[list[str], np.ndarray]:
-    """(cars, (Q, C) similarity of each query to each car)."""
+@dataclass(frozen=True)
+class CarSimilarities:
+    """Each query's similarities to each car, (Q, C): `ranking` orders the
+    cars (and the margin applies to it), `matching` is what the threshold
+    applies to; one array for a scoring by one similarity."""
+
+    cars: list[str]
+    ranking: np.ndarray
+    matching: np.ndarray
+
+    def candidates(self, query: int) -> list[CarScore]:
+        """One query's cars, ranked, as identify's match stage gives them to `decide`."""
+        order = np.argsort(-self.ranking[query], kind="stable")
+        return [CarScore(self.cars[j], float(self.matching[query, j]), float(self.ranking[query, j])) for j in order]
+
+    def of(self, queries: list[int]) -> CarSimilarities:
+        return CarSimilarities(self.cars, self.ranking[queries], self.matching[queries])
+
+
+def car_similarities(queries: np.ndarray, references: np.ndarray, ref_cars: list[str], aggregate: Aggregate) -> CarSimilarities:
     if aggregate == "max+k-reciprocal":
-        return best_per_car(reranked_similarities(queries, references), ref_cars)
+        cars, reranked = best_per_car(reranked_similarities(queries, references), ref_cars)
+        return CarSimilarities(cars, reranked, reranked)
     cars, best = best_per_car(queries @ references.T, ref_cars)
     mean = queries @ mean_references(references, ref_cars)[1].T
-    return cars, {"max": best, "mean": mean, "max+mean": blend(best, mean)}[aggregate]
+    ranking = best if aggregate == "max" else mean
+    return CarSimilarities(cars, ranking, mean if aggregate == "mean" else best)
 
 
 def average_precision(scores: np.ndarray, relevant: np.ndarray) -> float:
@@ -153,16 +174,15 @@ def average_precision(scores: np.ndarray, relevant: np.ndarray) -> float:
     return float((precision * hits).sum() / hits.sum())
 
 
-def evaluate(name: str, cars: list[str], car_sims: np.ndarray, truths: list[str | None], policy: MatchPolicy,
+def evaluate(name: str, scores: CarSimilarities, truths: list[str | None], policy: MatchPolicy,
              aggregate: Aggregate, references: int) -> Report:
+    cars = scores.cars
     known = [i for i, t in enumerate(truths) if t is not None]
     unknown = [i for i, t in enumerate(truths) if t is None]
-    rank1 = np.mean([cars[int(np.argmax(car_sims[i]))] == truths[i] for i in known]) if known else 0.0
-    mean_ap = np.mean([average_precision(car_sims[i], np.array([c == truths[i] for c in cars])) for i in known]) if known else 0.0
-    verdicts = []
-    for row in car_sims:
-        order = np.argsort(-row)
-        verdicts.append(decide([CarScore(cars[j], float(row[j])) for j in order], policy))
+    rank1 = np.mean([cars[int(np.argmax(scores.ranking[i]))] == truths[i] for i in known]) if known else 0.0
+    mean_ap = np.mean([average_precision(scores.ranking[i], np.array([c == truths[i] for c in cars]))
+                       for i in known]) if known else 0.0
+    verdicts = [decide(scores.candidates(i), policy) for i in range(len(truths))]
     true_match = np.mean([verdicts[i].decision == "match" and verdicts[i].car_id == truths[i] for i in known]) if known else 0.0
     wrong_match = np.mean([verdicts[i].decision == "match" and verdicts[i].car_id != truths[i] for i in known]) if known else 0.0
     false_match = np.mean([verdicts[i].decision == "match" for i in unknown]) if unknown else 0.0
@@ -181,14 +201,14 @@ class Prepared:
     queries: np.ndarray
     truths: list[str | None]
 
-    def scores(self, aggregate: Aggregate) -> tuple[list[str], np.ndarray]:
+    def scores(self, aggregate: Aggregate) -> CarSimilarities:
         return car_similarities(self.queries, self.references, self.reference_cars, aggregate)
 
     def reports(self, policy: MatchPolicy, rerank: bool = False) -> list[Report]:
         """Identify's scoring first, then the best and the mean reference alone (and re-ranking)."""
-        aggregates: list[Aggregate] = ["max+mean", "max", "mean", "max+k-reciprocal"] if rerank else ["max+mean", "max", "mean"]
+        aggregates: list[Aggregate] = [IDENTIFY_SCORING, "max", "mean"] + (["max+k-reciprocal"] if rerank else [])
         return [
-            evaluate(self.name, *self.scores(aggregate), self.truths, policy, aggregate, len(self.reference_cars))
+            evaluate(self.name, self.scores(aggregate), self.truths, policy, aggregate, len(self.reference_cars))
             for aggregate in aggregates
         ]
 
@@ -207,11 +227,11 @@ def prepare(engine: Engine, manifest_path: Path) -> Prepared:
 
 def sweep(prepared: Prepared, margin: float) -> str:
     """True and false match rates over thresholds (identify's scoring): the data behind the default threshold."""
-    cars, sims = prepared.scores(IDENTIFY_SCORING)
+    scores = prepared.scores(IDENTIFY_SCORING)
     lines = [f"{prepared.name}: threshold sweep, margin {margin}", "| threshold | true match | wrong match | false match (unknown) |",
              "|---|---|---|---|"]
     for threshold in np.arange(0.40, 0.96, 0.025):
-        r = evaluate(prepared.name, cars, sims, prepared.truths, MatchPolicy(float(threshold), margin, 5), IDENTIFY_SCORING, 0)
+        r = evaluate(prepared.name, scores, prepared.truths, MatchPolicy(float(threshold), margin, 5), IDENTIFY_SCORING, 0)
         lines.append(f"| {threshold:.3f} | {r.true_match_rate:.1%} | {r.wrong_match_rate:.1%} | {r.false_match_rate:.1%} |")
     return "\n".join(lines)
 
@@ -225,8 +245,8 @@ def lowest_safe_threshold(prepared: list[Prepared], aggregate: Aggregate, margin
     scored = [(p.scores(aggregate), p.truths) for p in prepared]
     for threshold in thresholds:
         policy = MatchPolicy(float(threshold), margin, 5)
-        if all(evaluate("", cars, sims, truths, policy, aggregate, 0).false_match_rate <= FALSE_MATCH_LIMIT
-               for (cars, sims), truths in scored):
+        if all(evaluate("", scores, truths, policy, aggregate, 0).false_match_rate <= FALSE_MATCH_LIMIT
+               for scores, truths in scored):
             return float(threshold)
     return None
 
@@ -270,8 +290,11 @@ def reference_check(vectors: np.ndarray, cars: list[str], policy: MatchPolicy) -
     names, per_car = best_per_car(similarity, cars)
     owner = np.array([names.index(c) for c in cars])
     several = [i for i in range(len(cars)) if (owner == owner[i]).sum() > 1]
-    known = evaluate("references", names, per_car[several], [cars[i] for i in several], policy, "max", len(cars))
+    known_sims = per_car[several]
+    known = evaluate("references", CarSimilarities(names, known_sims, known_sims), [cars[i] for i in several], policy, "max",
+                     len(cars))
     unknown_sims = per_car.copy()
     unknown_sims[np.arange(len(cars)), owner] = -np.inf
-    unknown = evaluate("references", names, unknown_sims, [None] * len(cars), policy, "max", len(cars))
+    unknown = evaluate("references", CarSimilarities(names, unknown_sims, unknown_sims), [None] * len(cars), policy, "max",
+                       len(cars))
     return ReferenceCheck(len(several), known.rank1, known.true_match_rate, unknown.false_match_rate)

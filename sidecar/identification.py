@@ -169,7 +169,8 @@ class Identification:
             detector_score=score,
             label=self.engine.detector().labels[int(found.class_ids[i])],
             decision=verdict.decision, car_id=verdict.car_id, score=verdict.score,
-            candidates=[Candidate(car_id=c.car_id, label=labels.get(c.car_id, ""), score=c.score) for c in verdict.candidates],
+            candidates=[Candidate(car_id=c.car_id, label=labels.get(c.car_id, ""), score=c.score, mean_score=c.mean_score)
+                        for c in verdict.candidates],
             evidence=evidence(decided, scale),
         )
 
@@ -217,7 +218,7 @@ class Identification:
                 detections.append(NewDetection(
                     box=scaled(box, decoded.scale), detector_score=score, label=self.engine.detector().labels[int(found.class_ids[i])],
                     decision=verdict.decision, car_id=verdict.car_id, score=verdict.score,
-                    candidates=[{"car_id": c.car_id, "score": c.score} for c in verdict.candidates],
+                    candidates=[{"car_id": c.car_id, "score": c.score, "mean_score": c.mean_score} for c in verdict.candidates],
                     embedding=vectors[i], number=decided.number.text if decided.number else None,
                     evidence=msgspec.to_builtins(evidence(decided, decoded.scale)),
                 ))
@@ -439,7 +440,8 @@ def _result(row: DetectionRow, labels: dict[str, str]) -> ResultDetection:
     return ResultDetection(
         detection_id=row.id, photo_id=row.photo_id, path=row.path, box=row.box, detector_score=row.detector_score,
         label=row.label, decision=row.decision, car_id=row.car_id, score=row.score,  # type: ignore[arg-type]
-        candidates=[Candidate(car_id=c["car_id"], label=labels.get(c["car_id"], ""), score=c["score"]) for c in row.candidates],
+        candidates=[Candidate(car_id=c["car_id"], label=labels.get(c["car_id"], ""), score=c["score"],
+                              mean_score=c.get("mean_score")) for c in row.candidates],
         review=row.review,  # type: ignore[arg-type]
         sensor_scale=row.sensor_scale,
         evidence=None if row.evidence is None else msgspec.convert(row.evidence, Evidence),

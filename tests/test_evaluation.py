@@ -8,7 +8,7 @@ import pytest
 
 from bench.datasets import epfl_frames
 from sidecar.engine import Engine
-from sidecar.evaluation import average_precision, car_similarities, evaluate, prepare
+from sidecar.evaluation import IDENTIFY_SCORING, CarSimilarities, average_precision, car_similarities, evaluate, prepare
 from sidecar.stages.match import MatchPolicy
 
 
@@ -21,13 +21,17 @@ def test_average_precision_by_hand() -> None:
 def test_max_and_mean_scoring() -> None:
     references = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]], np.float32)
     queries = np.array([[0.0, 1.0]], np.float32)
-    cars, by_max = car_similarities(queries, references, ["a", "a", "b"], "max")
-    assert cars == ["a", "b"]
-    np.testing.assert_allclose(by_max, [[1.0, 0.8]], atol=1e-6)
-    _, by_mean = car_similarities(queries, references, ["a", "a", "b"], "mean")
-    np.testing.assert_allclose(by_mean, [[0.7071, 0.8]], atol=1e-4)  # the prototype of a sits between its two views
-    _, by_both = car_similarities(queries, references, ["a", "a", "b"], "max+mean")
-    np.testing.assert_allclose(by_both, [[0.8536, 0.8]], atol=1e-4)  # a car with one reference scores it either way
+    by_max = car_similarities(queries, references, ["a", "a", "b"], "max")
+    assert by_max.cars == ["a", "b"]
+    np.testing.assert_allclose(by_max.ranking, [[1.0, 0.8]], atol=1e-6)
+    by_mean = car_similarities(queries, references, ["a", "a", "b"], "mean")
+    np.testing.assert_allclose(by_mean.ranking, [[0.7071, 0.8]], atol=1e-4)  # the prototype of a sits between its two views
+    identify = car_similarities(queries, references, ["a", "a", "b"], IDENTIFY_SCORING)
+    np.testing.assert_allclose(identify.ranking, by_mean.ranking)
+    np.testing.assert_allclose(identify.matching, by_max.ranking)
+    # Ranked by the mean, b first; matched on its closest reference, 0.8.
+    assert [(c.car_id, round(c.score or 0, 4), round(c.mean_score or 0, 4)) for c in identify.candidates(0)] == [
+        ("b", 0.8, 0.8), ("a", 1.0, 0.7071)]
 
 
 def test_open_set_rates() -> None:
@@ -38,7 +42,8 @@ def test_open_set_rates() -> None:
         [0.95, 0.20],  # unknown car, falsely matched
         [0.50, 0.30],  # unknown car, rejected
     ])
-    report = evaluate("t", ["a", "b"], sims, ["a", "a", "b", None, None], MatchPolicy(0.875, 0.03, 5), "max", 2)
+    report = evaluate("t", CarSimilarities(["a", "b"], sims, sims), ["a", "a", "b", None, None], MatchPolicy(0.875, 0.03, 5),
+                      "max", 2)
     assert report.rank1 == pytest.approx(1 / 3)
     assert report.true_match_rate == pytest.approx(1 / 3)
     assert report.wrong_match_rate == pytest.approx(1 / 3)
@@ -57,7 +62,7 @@ def test_eval_on_real_crops_ranks_neighbouring_views_first(engine: Engine, dev_d
     path = tmp_path / "m.json"
     path.write_text(json.dumps(manifest))
     reports = prepare(engine, path).reports(MatchPolicy(0.875, 0.03, 5))
-    assert [r.aggregate for r in reports] == ["max+mean", "max", "mean"]
+    assert [r.aggregate for r in reports] == [IDENTIFY_SCORING, "max", "mean"]
     assert reports[0].rank1 == 1.0 and reports[0].known_queries == 3 and reports[0].unknown_queries == 1
 
 

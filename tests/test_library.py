@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from sidecar.errors import InvalidParams, LibraryInUse, LibraryTooNew, NotFound
-from sidecar.evaluation import car_similarities
+from sidecar.evaluation import IDENTIFY_SCORING, car_similarities
 from sidecar.library.library import Library
 from sidecar.library.store import SCHEMA, SCHEMA_VERSION, NewDetection
 from sidecar.stages.match import CarScore, MatchPolicy, car_scores, decide
@@ -139,29 +139,40 @@ def test_open_set_decisions(scores: list[tuple[str, float]], decision: str, car:
     assert len(verdict.candidates) == min(1, len(scores))
 
 
-def test_car_scores_blend_each_cars_best_and_mean_reference() -> None:
+def test_car_scores_rank_by_mean_reference_and_keep_the_best() -> None:
     cars = {1: "a", 2: "b", 3: "a"}
     means = {"a": np.array([0.6, 0.8], np.float32), "b": np.array([1.0, 0.0], np.float32)}
     query = np.array([1.0, 0.0], np.float32)
     scores = car_scores(query, np.array([2, 3, 1], np.uint64), np.array([0.8, 0.7, 0.95], np.float32), cars.__getitem__,
                         means.__getitem__)
-    # a: best 0.95, mean 0.6; b: best 0.8, mean 1.0, ahead although its best reference is behind.
-    assert [(s.car_id, round(s.score, 3)) for s in scores] == [("b", 0.9), ("a", 0.775)]
+    # b's mean reference is closer (1.0 against 0.6), so b ranks first although a has the closest reference.
+    assert [(s.car_id, s.score, s.mean_score) for s in scores] == [("b", 0.8, 1.0), ("a", 0.95, 0.6)]
     assert car_scores(query, np.array([0], np.uint64), np.array([-np.inf], np.float32), cars.__getitem__, means.__getitem__) == []
+
+
+@pytest.mark.parametrize(("candidates", "decision", "car"), [
+    ([CarScore("b", 0.80, 0.90), CarScore("a", 0.95, 0.60)], "match", "b"),  # first by mean, its best reference clears 0.75
+    ([CarScore("b", 0.70, 0.90), CarScore("a", 0.95, 0.60)], "unknown", None),  # first by mean, no reference close enough
+    ([CarScore("b", 0.80, 0.90), CarScore("a", 0.95, 0.89)], "ambiguous", None),  # means too close
+])
+def test_decide_ranks_by_mean_and_thresholds_the_best_reference(candidates: list[CarScore], decision: str,
+                                                                car: str | None) -> None:
+    verdict = decide(candidates, MatchPolicy(threshold=0.75, margin=0.03, top_k=2))
+    assert (verdict.decision, verdict.car_id) == (decision, car)
 
 
 def test_identify_scores_cars_as_eval_does_through_enroll_merge_and_removal(tmp_path: Path) -> None:
     """The library's cached mean references follow every change of a car's
     references, so identify's scores stay those `liveryid eval` measures."""
 
-    def both_ways(query: np.ndarray) -> tuple[dict[str, float], dict[str, float]]:
+    def both_ways(query: np.ndarray) -> tuple[list[tuple[str, float | None, float | None]], list[tuple[str, float | None, float | None]]]:
         references = library.references
         ids, sims = references.index.search(query[None], 50)
-        identify = {s.car_id: s.score for s in car_scores(query, ids[0], sims[0], references.car_of, references.mean_reference)}
+        identify = car_scores(query, ids[0], sims[0], references.car_of, references.mean_reference)
         held = references.ids()
-        cars, by_eval = car_similarities(query[None], references.index.vectors(held.tolist()),
-                                         [references.car_of(int(i)) for i in held], "max+mean")
-        return identify, dict(zip(cars, by_eval[0].tolist()))
+        evaluated = car_similarities(query[None], references.index.vectors(held.tolist()),
+                                     [references.car_of(int(i)) for i in held], IDENTIFY_SCORING).candidates(0)
+        return [(c.car_id, c.score, c.mean_score) for c in identify], [(c.car_id, c.score, c.mean_score) for c in evaluated]
 
     library = Library(tmp_path, "m", DIM)
     try:
@@ -180,10 +191,9 @@ def test_identify_scores_cars_as_eval_does_through_enroll_merge_and_removal(tmp_
             step()
             for query in queries:
                 identify, evaluated = both_ways(query)
-                assert identify.keys() == evaluated.keys()
-                for car, score in identify.items():
-                    assert score == pytest.approx(evaluated[car], abs=1e-3)
-        assert set(identify) == {"a"}
+                assert [c[0] for c in identify] == [c[0] for c in evaluated]
+                assert [v for c in identify for v in c[1:]] == pytest.approx([v for c in evaluated for v in c[1:]], abs=1e-3)
+        assert [c[0] for c in identify] == ["a"]
     finally:
         library.close()
 

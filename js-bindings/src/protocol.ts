@@ -100,9 +100,13 @@ export interface Candidate {
   car_id: string;
   label: string;
   /**
-   * Appearance similarity; null for a car that only the racing number read names.
+   * Similarity of the car's closest reference, which the match threshold applies to; null for a car that only the racing number read names.
    */
   score: number | null;
+  /**
+   * Similarity of the mean of the car's references (its livery over every view): appearance ranks the candidates by it, and a match must lead the runner-up on it by the margin; null as `score`.
+   */
+  mean_score?: number | null;
 }
 export interface Capabilities {
   methods: string[];

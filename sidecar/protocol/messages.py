@@ -383,7 +383,11 @@ class Candidate(Message):
     car_id: str
     label: str
     score: Annotated[float | None, Meta(
-        description="Appearance similarity; null for a car that only the racing number read names.")]
+        description="Similarity of the car's closest reference, which the match threshold applies to; null for a car "
+                    "that only the racing number read names.")]
+    mean_score: Annotated[float | None, Meta(
+        description="Similarity of the mean of the car's references (its livery over every view): appearance ranks "
+                    "the candidates by it, and a match must lead the runner-up on it by the margin; null as `score`.")] = None
 
 
 class AppearanceEvidence(Message):

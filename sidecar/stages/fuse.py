@@ -76,11 +76,11 @@ def fuse(
     reading, number_cars = named[0] if named else (readings[0] if readings else None, [])
     if reading is None:
         return Fused(appearance, appearance, ["appearance"] if appearance.decision == "match" else [], None, [], None)
-    scores = {c.car_id: c.score for c in appearance.candidates}
+    by_car = {c.car_id: c for c in appearance.candidates}
 
     def candidates(first: list[str]) -> list[CarScore]:
         """`first` (in that order), then appearance's other candidates."""
-        shown = [CarScore(car, scores.get(car)) for car in dict.fromkeys(first)]
+        shown = [by_car.get(car, CarScore(car, None)) for car in dict.fromkeys(first)]
         return shown + [c for c in appearance.candidates if c.car_id not in first]
 
     matched = appearance.car_id if appearance.decision == "match" else None
@@ -97,7 +97,7 @@ def fuse(
         return Fused(verdict, appearance, [], reading, number_cars, conflict)
     if len(number_cars) == 1:
         car = number_cars[0]
-        verdict = Verdict("match", car, scores.get(car), candidates([car]))
+        verdict = Verdict("match", car, by_car[car].score if car in by_car else None, candidates([car]))
         return Fused(verdict, appearance, ["number"], reading, number_cars, None)
     if number_cars:
         among = decide([c for c in appearance.candidates if c.car_id in number_cars], policy)

@@ -1,17 +1,21 @@
 """Match stage: from a vehicle's nearest references to per-car scores and an
 open-set decision.
 
-A car scores the mean of two similarities: to its best reference, which
-follows the view (a query seen from one side should match the reference
-taken from that side), and to its mean reference (the normalised mean of its
-references' vectors), which keeps what all its views share, the livery, and
-no one reference's background or pose. `liveryid eval` prints each alone
-and the two together: together they keep the best reference's figures where
-views decide (EPFL with 3 references) and most of the mean's where the
-livery does (the F1 game teams). The decision is `match` only when the best car clears the
-threshold and leads the runner-up by the margin; `ambiguous` when several
-clear it too closely; `unknown` otherwise, which is the normal outcome for
-the many cars at an event that nobody enrolled."""
+Two similarities per car. Its mean reference (the normalised mean of its
+references' vectors) keeps what all its views share, the livery, and none
+of one photo's pose or background: candidates are ranked by it, and a match
+must lead the runner-up on it by the margin. Its best reference follows
+the view (a vehicle seen from one side is closest to the reference taken
+from that side): a match needs it at or above the threshold, so the open
+set is guarded as by the best reference alone. `liveryid eval` measures
+this against each similarity alone: ranking by the mean lifts the F1 game
+teams, matching on the best keeps the real cars' true matches, the rally
+livery's most of all (README, "Scoring").
+
+The decision is `match` only when the first car clears the threshold and
+leads the runner-up by the margin; `ambiguous` when it clears the
+threshold too close to another; `unknown` otherwise, which is the normal
+outcome for the many cars at an event that nobody enrolled."""
 
 from __future__ import annotations
 
@@ -35,8 +39,11 @@ class MatchPolicy:
 class CarScore:
     car_id: str
     score: float | None
-    """Appearance similarity (`blend` of best and mean reference); None for a
-    car that only its racing number names (the fuse stage)."""
+    """Similarity of the car's closest reference, which the threshold applies
+    to; None for a car that only its racing number names (the fuse stage)."""
+    mean_score: float | None = None
+    """Similarity of the car's mean reference, which ranks the candidates;
+    None as `score`."""
 
 
 @dataclass(frozen=True)
@@ -47,15 +54,10 @@ class Verdict:
     candidates: list[CarScore]
 
 
-def blend(best: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    """A car's score from its best reference's similarity and its mean reference's."""
-    return (best + mean) / 2
-
-
 def car_scores(query: np.ndarray, reference_ids: np.ndarray, similarities: np.ndarray, car_of: Callable[[int], str],
                mean_reference: Callable[[str], np.ndarray]) -> list[CarScore]:
-    """Per-car scores, best car first, from one query's vector and nearest
-    references; `mean_reference(car)` is the car's unit mean reference."""
+    """Per-car scores, ranked by mean reference, from one query's vector and
+    nearest references; `mean_reference(car)` is the car's unit mean reference."""
     best: dict[str, float] = {}
     for ref, similarity in zip(reference_ids.tolist(), similarities.tolist()):
         if similarity == -np.inf:
@@ -63,21 +65,23 @@ def car_scores(query: np.ndarray, reference_ids: np.ndarray, similarities: np.nd
         car = car_of(int(ref))
         if similarity > best.get(car, -np.inf):
             best[car] = similarity
-    if not best:
-        return []
-    cars = list(best)
-    means = np.stack([mean_reference(car) for car in cars]) @ query
-    scores = blend(np.array([best[car] for car in cars]), means)
-    return [CarScore(cars[i], round(float(scores[i]), 4)) for i in np.argsort(-scores, kind="stable")]
+    means = {car: float(mean_reference(car) @ query) for car in best}
+    ranked = sorted(best, key=lambda car: -means[car])
+    return [CarScore(car, round(best[car], 4), round(means[car], 4)) for car in ranked]
+
+
+def _ranking(candidate: CarScore) -> float:
+    value = candidate.mean_score if candidate.mean_score is not None else candidate.score
+    return -np.inf if value is None else value
 
 
 def decide(candidates: list[CarScore], policy: MatchPolicy) -> Verdict:
-    """Open-set decision on appearance candidates (best first)."""
+    """Open-set decision on appearance candidates, ranked first to last."""
     shown = candidates[: policy.top_k]
-    similarities = [-np.inf if c.score is None else c.score for c in candidates]
-    if not candidates or similarities[0] < policy.threshold:
+    first = candidates[0] if candidates else None
+    if first is None or first.score is None or first.score < policy.threshold:
         return Verdict("unknown", None, None, shown)
-    runner_up = similarities[1] if len(candidates) > 1 else -1.0
-    if similarities[0] - runner_up < policy.margin:
-        return Verdict("ambiguous", None, candidates[0].score, shown)
-    return Verdict("match", candidates[0].car_id, candidates[0].score, shown)
+    runner_up = _ranking(candidates[1]) if len(candidates) > 1 else -1.0
+    if _ranking(first) - runner_up < policy.margin:
+        return Verdict("ambiguous", None, first.score, shown)
+    return Verdict("match", first.car_id, first.score, shown)
