@@ -30,7 +30,7 @@ import numpy as np
 from bench.datasets import DATA_DIR, DETECTOR_TRAIN_CARS, epfl_frames, f1_boxes
 from sidecar.config import settings_from_env
 from sidecar.engine import Engine
-from sidecar.stages.detect import Detector, box_area, box_iou
+from sidecar.stages.detect import Detector, box_area, box_intersection, box_iou
 
 THRESHOLDS: tuple[float | None, ...] = (0.5, 0.4, 0.35, 0.3, 0.25, 0.2, None)
 """None: each head's own min_score from the manifest, as identify and tag run it."""
@@ -56,7 +56,7 @@ def overlaps(detector: Detector, images: Sequence[tuple[Path, Sequence[float]]]
         for threshold in THRESHOLDS:
             boxes = detector(image, threshold, detector.vehicle_class_ids).boxes
             iou = box_iou(boxes, car)[:, 0]
-            shared = iou * (box_area(boxes) + box_area(car)) / (1 + iou)  # the intersection, from IoU = I / (A + B - I)
+            shared = box_intersection(boxes, car)[:, 0]
             found[threshold].append(np.stack([iou, shared / box_area(boxes), shared / box_area(car)], axis=1))
     return found
 

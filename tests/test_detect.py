@@ -6,10 +6,11 @@ from pathlib import Path
 
 import msgspec
 import numpy as np
+from msgspec import structs
 
 from sidecar.inference.manifest import DetectorSpec, Manifest
 from sidecar.stages.detect import (
-    NanoDetDetector, YoloDetector, batched_nms, build_detector, decode_gfl, grid_centres, nms,
+    NanoDetDetector, YoloDetector, batched_nms, build_detector, decode_gfl, drop_contained, grid_centres, nms,
 )
 
 MANIFEST = msgspec.json.decode((Path(__file__).resolve().parents[1] / "models/manifest.json").read_bytes(), type=Manifest)
@@ -51,6 +52,18 @@ def test_per_class_nms_keeps_overlapping_boxes_of_different_classes() -> None:
     boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 10]], np.float32)
     keep = batched_nms(boxes, np.array([0.9, 0.8], np.float32), np.array([2, 4]), 0.5)
     assert keep.tolist() == [0, 1]
+
+
+def test_a_box_inside_a_better_one_is_dropped() -> None:
+    boxes = np.array([
+        [0, 0, 100, 40],     # the car
+        [70, 5, 100, 40],    # its nose, wholly inside: dropped
+        [90, 0, 150, 40],    # a car alongside, a sixth of it inside the first: kept
+        [120, 10, 140, 30],  # wholly inside the car alongside, which was kept: dropped
+        [200, 0, 260, 40],   # a car elsewhere
+    ], np.float32)
+    assert drop_contained(boxes, 0.8).tolist() == [0, 2, 4]
+    assert drop_contained(boxes[[1, 3]], 0.8).tolist() == [0, 1]  # no better box: both stay
 
 
 class FakeSession:
@@ -158,3 +171,15 @@ def test_yolo_outputs_decode_to_one_class_per_anchor() -> None:
     np.testing.assert_allclose(found.scores, [0.9])
     everything = detector(np.zeros((64, 128, 3), np.uint8), None, [0, 1])
     assert [detector.labels[i] for i in everything.class_ids] == ["car", "person"]
+
+
+def test_a_head_that_drops_contained_boxes_reports_no_piece_of_a_car() -> None:
+    class CarAndNose:
+        def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+            return [np.array([[32, 32, 40, 20, 0.9, 0.0], [46, 32, 10, 16, 0.7, 0.0]], np.float32).T[None]]
+
+    image = np.zeros((64, 64, 3), np.uint8)
+    keeping = build_detector(YOLO_SPEC, CarAndNose())  # type: ignore[arg-type]
+    np.testing.assert_allclose(keeping(image, None, [0]).scores, [0.9, 0.7])
+    dropping = structs.replace(YOLO_SPEC, heads=[structs.replace(YOLO_SPEC.heads[0], drop_contained=0.8)])
+    np.testing.assert_allclose(build_detector(dropping, CarAndNose())(image, None, [0]).scores, [0.9])  # type: ignore[arg-type]

@@ -73,14 +73,30 @@ def box_area(boxes: np.ndarray) -> np.ndarray:
     return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(N, 4) x (M, 4) -> (N, M) IoU."""
+def box_intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, 4) x (M, 4) -> (N, M) areas of overlap."""
     x1 = np.maximum(a[:, None, 0], b[None, :, 0])
     y1 = np.maximum(a[:, None, 1], b[None, :, 1])
     x2 = np.minimum(a[:, None, 2], b[None, :, 2])
     y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    return np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, 4) x (M, 4) -> (N, M) IoU."""
+    inter = box_intersection(a, b)
     return inter / np.maximum(box_area(a)[:, None] + box_area(b)[None, :] - inter, 1e-9)
+
+
+def drop_contained(boxes: np.ndarray, share: float) -> np.ndarray:
+    """Indices kept of boxes ordered best first: each box unless `share` or
+    more of it lies inside an earlier box that was kept."""
+    inside = box_intersection(boxes, boxes) / np.maximum(box_area(boxes), 1e-9)[:, None]
+    keep: list[int] = []
+    for i in range(len(boxes)):
+        if not keep or inside[i, keep].max() < share:
+            keep.append(i)
+    return np.asarray(keep, dtype=np.int64)
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
@@ -144,7 +160,7 @@ class Detector(ABC):
                 continue
             boxes, scores, labels = self._decode(outputs, index, mine, head.min_score if min_score is None else min_score)
             # Suppressed in the model's input space, then clipped to the image, as YOLO and NanoDet do.
-            keep = self._suppress(boxes, scores, labels)
+            keep = self._suppress(boxes, scores, labels, head.drop_contained)
             found = placement.to_image(boxes[keep], width, height).astype(np.float32)
             visible = (found[:, 2] > found[:, 0]) & (found[:, 3] > found[:, 1])
             if visible.any():
@@ -161,10 +177,12 @@ class Detector(ABC):
         """Input-space boxes, scores and head class ids of every anchor scoring at least `min_score`."""
 
     @staticmethod
-    def _suppress(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        """Indices kept, best first: per-class NMS, then one label per vehicle."""
+    def _suppress(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, contained: float | None) -> np.ndarray:
+        """Indices kept, best first: per-class NMS, then one label per vehicle,
+        then (when the head says so) no piece of a vehicle already boxed."""
         keep = batched_nms(boxes, scores, labels, NMS_IOU)
-        return keep[nms(boxes[keep], scores[keep], CROSS_CLASS_IOU)]
+        keep = keep[nms(boxes[keep], scores[keep], CROSS_CLASS_IOU)]
+        return keep if contained is None else keep[drop_contained(boxes[keep], contained)]
 
 
 class NanoDetDetector(Detector):
