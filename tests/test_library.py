@@ -150,6 +150,20 @@ def test_car_scores_rank_by_mean_reference_and_keep_the_best() -> None:
     assert car_scores(query, np.array([0], np.uint64), np.array([-np.inf], np.float32), cars.__getitem__, means.__getitem__) == []
 
 
+def test_a_car_removed_while_a_search_runs_is_left_out(tmp_path: Path) -> None:
+    library = Library(tmp_path, "m", DIM)
+    try:
+        library.enroll("a", {"label": "A"}, entries(1, 2), "m")
+        library.enroll("b", {"label": "B"}, entries(3), "m")
+        references = library.references  # what a tag run holds
+        ids, sims = references.index.search(unit(3)[None], 10)
+        library.remove_car("b")  # between the search and the scoring
+        scores = car_scores(unit(3), ids[0], sims[0], references.car_of, references.mean_reference)
+        assert [s.car_id for s in scores] == ["a"]
+    finally:
+        library.close()
+
+
 @pytest.mark.parametrize(("candidates", "decision", "car"), [
     ([CarScore("b", 0.80, 0.90), CarScore("a", 0.95, 0.60)], "match", "b"),  # first by mean, its best reference clears 0.75
     ([CarScore("b", 0.70, 0.90), CarScore("a", 0.95, 0.60)], "unknown", None),  # first by mean, no reference close enough
@@ -171,7 +185,7 @@ def test_identify_scores_cars_as_eval_does_through_enroll_merge_and_removal(tmp_
         identify = car_scores(query, ids[0], sims[0], references.car_of, references.mean_reference)
         held = references.ids()
         evaluated = car_similarities(query[None], references.index.vectors(held.tolist()),
-                                     [references.car_of(int(i)) for i in held], IDENTIFY_SCORING).candidates(0)
+                                     [references.car_of(int(i)) or "" for i in held], IDENTIFY_SCORING).candidates(0)
         return [(c.car_id, c.score, c.mean_score) for c in identify], [(c.car_id, c.score, c.mean_score) for c in evaluated]
 
     library = Library(tmp_path, "m", DIM)

@@ -56,18 +56,22 @@ class EmbeddedReferences:
     def ids(self) -> np.ndarray:
         return np.array(sorted(self._car_of), np.uint64)
 
-    def car_of(self, reference_id: int) -> str:
-        return self._car_of[reference_id]
+    def car_of(self, reference_id: int) -> str | None:
+        """The reference's car; None once removed (a search may still hold its id)."""
+        return self._car_of.get(reference_id)
 
     def holds(self, reference_id: int) -> bool:
         return reference_id in self._car_of
 
-    def mean_reference(self, car_id: str) -> np.ndarray:
-        """The normalised mean of the car's reference vectors."""
+    def mean_reference(self, car_id: str) -> np.ndarray | None:
+        """The normalised mean of the car's reference vectors; None once it has none."""
         mean = self._means.get(car_id)
         if mean is None:
             with self._lock:
-                mean = self.index.vectors(sorted(self._references_of[car_id])).mean(axis=0)
+                references = self._references_of.get(car_id)
+                if not references:
+                    return None
+                mean = self.index.vectors(sorted(references)).mean(axis=0)
                 mean /= max(float(np.linalg.norm(mean)), 1e-12)
                 self._means[car_id] = mean
         return mean

@@ -54,19 +54,22 @@ class Verdict:
     candidates: list[CarScore]
 
 
-def car_scores(query: np.ndarray, reference_ids: np.ndarray, similarities: np.ndarray, car_of: Callable[[int], str],
-               mean_reference: Callable[[str], np.ndarray]) -> list[CarScore]:
+def car_scores(query: np.ndarray, reference_ids: np.ndarray, similarities: np.ndarray,
+               car_of: Callable[[int], str | None], mean_reference: Callable[[str], np.ndarray | None]) -> list[CarScore]:
     """Per-car scores, ranked by mean reference, from one query's vector and
-    nearest references; `mean_reference(car)` is the car's unit mean reference."""
+    nearest references; `mean_reference(car)` is the car's unit mean
+    reference. A reference or car removed since the search (None) is left out."""
     best: dict[str, float] = {}
     for ref, similarity in zip(reference_ids.tolist(), similarities.tolist()):
-        if similarity == -np.inf:
+        if similarity == -np.inf:  # a padding slot: the index found fewer neighbours
             continue
         car = car_of(int(ref))
+        if car is None:
+            continue
         if similarity > best.get(car, -np.inf):
             best[car] = similarity
-    means = {car: float(mean_reference(car) @ query) for car in best}
-    ranked = sorted(best, key=lambda car: -means[car])
+    means = {car: float(mean @ query) for car in best if (mean := mean_reference(car)) is not None}
+    ranked = sorted(means, key=lambda car: -means[car])
     return [CarScore(car, round(best[car], 4), round(means[car], 4)) for car in ranked]
 
 
