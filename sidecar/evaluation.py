@@ -285,16 +285,28 @@ class ReferenceCheck:
 
 
 def reference_check(vectors: np.ndarray, cars: list[str], policy: MatchPolicy) -> ReferenceCheck:
+    """Scored as identify scores (ranked by mean reference, matched on the
+    closest one), each reference left out of its own car's references."""
+    names = sorted(set(cars))
+    owner = np.array([names.index(c) for c in cars])
+    rows = np.arange(len(cars))
     similarity = vectors @ vectors.T
     np.fill_diagonal(similarity, -np.inf)  # a reference is never its own match
-    names, per_car = best_per_car(similarity, cars)
-    owner = np.array([names.index(c) for c in cars])
-    several = [i for i in range(len(cars)) if (owner == owner[i]).sum() > 1]
-    known_sims = per_car[several]
-    known = evaluate("references", CarSimilarities(names, known_sims, known_sims), [cars[i] for i in several], policy, "max",
-                     len(cars))
-    unknown_sims = per_car.copy()
-    unknown_sims[np.arange(len(cars)), owner] = -np.inf
-    unknown = evaluate("references", CarSimilarities(names, unknown_sims, unknown_sims), [None] * len(cars), policy, "max",
+    _, best = best_per_car(similarity, cars)
+    # Cosine to each car's mean reference is v.S / |S| for the sum S of its
+    # references; for the reference's own car, S less the reference itself.
+    sums = np.stack([vectors[owner == c].sum(axis=0) for c in range(len(names))])
+    dots = vectors @ sums.T
+    means = dots / np.maximum(np.linalg.norm(sums, axis=1), 1e-12)[None, :]
+    own_dot = dots[rows, owner] - (vectors * vectors).sum(axis=1)
+    own_norm = np.sqrt(np.maximum((sums[owner] * sums[owner]).sum(axis=1) - 2 * dots[rows, owner]
+                                  + (vectors * vectors).sum(axis=1), 0.0))
+    alone = np.bincount(owner, minlength=len(names))[owner] == 1
+    means[rows, owner] = np.where(alone, -np.inf, own_dot / np.maximum(own_norm, 1e-12))
+    several = [i for i in rows.tolist() if not alone[i]]
+    known = evaluate("references", CarSimilarities(names, means[several], best[several]), [cars[i] for i in several],
+                     policy, IDENTIFY_SCORING, len(cars))
+    means[rows, owner], best[rows, owner] = -np.inf, -np.inf
+    unknown = evaluate("references", CarSimilarities(names, means, best), [None] * len(cars), policy, IDENTIFY_SCORING,
                        len(cars))
     return ReferenceCheck(len(several), known.rank1, known.true_match_rate, unknown.false_match_rate)

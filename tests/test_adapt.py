@@ -21,13 +21,13 @@ from sidecar import adaptation
 from sidecar.adaptation import Adaptation
 from sidecar.config import settings_from_env
 from sidecar.engine import Engine
-from sidecar.evaluation import reference_check
+from sidecar.evaluation import IDENTIFY_SCORING, car_similarities, reference_check
 from sidecar.identification import Identification
 from sidecar.inference.manifest import InputSpec
 from sidecar.inference.turns import MODEL_TURNS, background
 from sidecar.protocol.endpoint import quiet_context
 from sidecar.protocol.messages import AdaptParams, CarFields, EnrollParams, IdentifyParams, ImageRef, InitializeParams
-from sidecar.stages.match import MatchPolicy
+from sidecar.stages.match import MatchPolicy, decide
 from sidecar.training.adapt import MICRO_BATCH, AdaptRecipe, accumulate_gradients, adapt, dbscan, pseudo_labels
 from sidecar.training.onnx_module import OnnxModule, load
 from tests.sidecar_process import SidecarProcess
@@ -215,6 +215,31 @@ def test_reference_check_counts_rank1_true_and_false_matches() -> None:
     assert check.rank1 == 0.75  # b's second reference finds car a first
     assert check.true_match_rate == 0.5  # and b's first is right but below the threshold
     assert check.false_match_rate == 0.75  # with its own car left out, all but b's first match the other car
+
+
+def test_reference_check_scores_each_reference_as_identify_would_without_it() -> None:
+    rng = np.random.default_rng(3)  # noise where ranking by mean and by closest reference disagree
+    centres = rng.normal(size=(4, 16))
+    vectors = np.vstack([centre + rng.normal(scale=0.9, size=(3, 16)) for centre in centres]
+                        + [centres[0] + rng.normal(size=(1, 16))])
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    cars = [c for c in "abcd" for _ in range(3)] + ["e"]  # e: one reference, checked only as an unknown car
+    policy = MatchPolicy(threshold=0.5, margin=0.02, top_k=5)
+    known, unknown = [], []
+    for i, car in enumerate(cars):
+        others = [j for j in range(len(cars)) if j != i]
+        scores = car_similarities(vectors[[i]], vectors[others], [cars[j] for j in others], IDENTIFY_SCORING)
+        ranked = scores.candidates(0)
+        if car in {cars[j] for j in others}:
+            known.append((ranked[0].car_id == car, decide(ranked, policy)))
+        unknown.append(decide([c for c in ranked if c.car_id != car], policy).decision == "match")
+    check = reference_check(vectors, cars, policy)
+    assert check.queries == len(known) == 12
+    assert check.rank1 == pytest.approx(np.mean([first for first, _ in known]))
+    assert check.true_match_rate == pytest.approx(np.mean([v.decision == "match" and v.car_id == cars[i]
+                                                           for i, (_, v) in enumerate(known)]))
+    assert check.false_match_rate == pytest.approx(np.mean(unknown))
+    assert 0 < check.rank1 < 1 and 0 < check.false_match_rate  # the noise leaves something to get wrong
 
 
 def enroll_three_cars(process: SidecarProcess, frames: dict[tuple[int, int], Path]) -> None:
