@@ -28,7 +28,7 @@ from sidecar.identification import reference_box
 from sidecar.protocol.messages import ImageRef
 from sidecar.stages.decode import load_image
 from sidecar.stages.embed import crop
-from sidecar.stages.match import CarScore, MatchPolicy, decide
+from sidecar.stages.match import CarScore, MatchPolicy, decide, unit_mean
 
 log = logging.getLogger(__name__)
 Aggregate = Literal["mean rank, max match", "max", "mean", "max+k-reciprocal"]
@@ -121,19 +121,22 @@ def reranked_similarities(queries: np.ndarray, references: np.ndarray) -> np.nda
     return out
 
 
+def car_owners(ref_cars: list[str]) -> tuple[list[str], np.ndarray]:
+    """(the cars, sorted; each reference's index into them)."""
+    cars = sorted(set(ref_cars))
+    return cars, np.array([cars.index(c) for c in ref_cars])
+
+
 def best_per_car(similarities: np.ndarray, ref_cars: list[str]) -> tuple[list[str], np.ndarray]:
     """(cars, (Q, C) best similarity of each query to each car's references) from (Q, R) similarities."""
-    cars = sorted(set(ref_cars))
-    owner = np.array([cars.index(c) for c in ref_cars])
+    cars, owner = car_owners(ref_cars)
     return cars, np.stack([similarities[:, owner == i].max(axis=1) for i in range(len(cars))], axis=1)
 
 
 def mean_references(references: np.ndarray, ref_cars: list[str]) -> tuple[list[str], np.ndarray]:
-    """(cars, (C, D) each car's normalised mean reference)."""
-    cars = sorted(set(ref_cars))
-    owner = np.array([cars.index(c) for c in ref_cars])
-    means = np.stack([references[owner == i].mean(axis=0) for i in range(len(cars))])
-    return cars, means / np.linalg.norm(means, axis=1, keepdims=True)
+    """(cars, (C, D) each car's mean reference, as identify's match stage takes it)."""
+    cars, owner = car_owners(ref_cars)
+    return cars, np.stack([unit_mean(references[owner == i]) for i in range(len(cars))])
 
 
 @dataclass(frozen=True)
@@ -287,8 +290,7 @@ class ReferenceCheck:
 def reference_check(vectors: np.ndarray, cars: list[str], policy: MatchPolicy) -> ReferenceCheck:
     """Scored as identify scores (ranked by mean reference, matched on the
     closest one), each reference left out of its own car's references."""
-    names = sorted(set(cars))
-    owner = np.array([names.index(c) for c in cars])
+    names, owner = car_owners(cars)
     rows = np.arange(len(cars))
     similarity = vectors @ vectors.T
     np.fill_diagonal(similarity, -np.inf)  # a reference is never its own match

@@ -20,6 +20,7 @@ from sidecar.inference.manifest import EmbedderSpec
 from sidecar.library.index import ReferenceIndex
 from sidecar.library.lock import LibraryLock
 from sidecar.library.store import CarRow, ReferenceRow, Store
+from sidecar.stages.match import unit_mean
 
 log = logging.getLogger(__name__)
 DATABASE = "library.sqlite"
@@ -71,9 +72,7 @@ class EmbeddedReferences:
                 references = self._references_of.get(car_id)
                 if not references:
                     return None
-                mean = self.index.vectors(sorted(references)).mean(axis=0)
-                mean /= max(float(np.linalg.norm(mean)), 1e-12)
-                self._means[car_id] = mean
+                mean = self._means[car_id] = unit_mean(self.index.vectors(sorted(references)))
         return mean
 
     def assign(self, reference_ids: list[int], cars: list[str]) -> None:

@@ -54,6 +54,12 @@ class Verdict:
     candidates: list[CarScore]
 
 
+def unit_mean(vectors: np.ndarray) -> np.ndarray:
+    """A car's mean reference: the normalised mean of its (N, D) reference vectors."""
+    mean = vectors.mean(axis=0)
+    return mean / max(float(np.linalg.norm(mean)), 1e-12)
+
+
 def car_scores(query: np.ndarray, reference_ids: np.ndarray, similarities: np.ndarray,
                car_of: Callable[[int], str | None], mean_reference: Callable[[str], np.ndarray | None]) -> list[CarScore]:
     """Per-car scores, ranked by mean reference, from one query's vector and
