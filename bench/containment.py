@@ -1,6 +1,6 @@
-"""What dropping a box that lies inside a better one does (a detector
-head's `drop_contained` in the manifest), measured with and without it
-(issue #4).
+"""What keeping one box of each nested pair does (a detector head's
+`drop_nested` in the manifest: a piece of a car inside the car's box, a
+loose box around it), measured with and without it (issue #4).
 
     .venv/bin/python -m bench.containment [--scenes 300]
 
@@ -17,7 +17,7 @@ head's `drop_contained` in the manifest), measured with and without it
   too: the cases the rule can cost.
 
 The default detector at each head's calibrated score, as identify runs it,
-then again with every head keeping contained boxes.
+then again with every head keeping nested boxes.
 Needs the development data and Debian's torcs-data (`build.py models`
 fetches it into .cache).
 """
@@ -97,11 +97,11 @@ def main() -> None:
     settings = settings_from_env()
     engine = Engine(settings)
     detector = engine.detector()
-    shares = [head.drop_contained for head in detector.spec.heads]
+    shares = [head.drop_nested for head in detector.spec.heads]
     if not any(shares):
-        sys.exit(f"no head of {detector.spec.name} drops contained boxes: nothing to compare")
+        sys.exit(f"no head of {detector.spec.name} drops nested boxes: nothing to compare")
     keeping = build_detector(
-        structs.replace(detector.spec, heads=[structs.replace(h, drop_contained=None) for h in detector.spec.heads]),
+        structs.replace(detector.spec, heads=[structs.replace(h, drop_nested=None) for h in detector.spec.heads]),
         OrtSession(engine.model_file(detector.spec.name), settings.intra_op_threads, settings.spin_wait))
     f1 = [(read(path), np.asarray([box], np.float32)) for path, box in f1_boxes()]
     epfl = [(read(f.path), np.asarray([f.box], np.float32)) for f in epfl_frames() if f.car not in DETECTOR_TRAIN_CARS]
@@ -111,7 +111,7 @@ def main() -> None:
     print(f"{detector.spec.name} {detector.spec.version}, each head's calibrated score; {len(f1)} F1 images, "
           f"{len(epfl)} EPFL frames, {len(scenes)} synthetic photos of {cars} cars "
           f"({nested(scenes, share)} of them {share:.0%} or more inside another car's box)")
-    print("| contained boxes | F1: correct box | F1: false boxes / photo | EPFL: recall | EPFL: other boxes / photo "
+    print("| nested boxes | F1: correct box | F1: false boxes / photo | EPFL: recall | EPFL: other boxes / photo "
           "| several cars: recall | several cars: photos with every car | several cars: false boxes / photo |")
     print("|---|---|---|---|---|---|---|---|")
     for label, run in (("kept", keeping), (f"dropped (heads: {shares})", detector)):

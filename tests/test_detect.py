@@ -10,7 +10,7 @@ from msgspec import structs
 
 from sidecar.inference.manifest import DetectorSpec, Manifest
 from sidecar.stages.detect import (
-    NanoDetDetector, YoloDetector, batched_nms, build_detector, decode_gfl, drop_contained, grid_centres, nms,
+    NanoDetDetector, YoloDetector, batched_nms, build_detector, decode_gfl, drop_nested, grid_centres, nms,
 )
 
 MANIFEST = msgspec.json.decode((Path(__file__).resolve().parents[1] / "models/manifest.json").read_bytes(), type=Manifest)
@@ -62,8 +62,21 @@ def test_a_box_inside_a_better_one_is_dropped() -> None:
         [120, 10, 140, 30],  # wholly inside the car alongside, which was kept: dropped
         [200, 0, 260, 40],   # a car elsewhere
     ], np.float32)
-    assert drop_contained(boxes, 0.8).tolist() == [0, 2, 4]
-    assert drop_contained(boxes[[1, 3]], 0.8).tolist() == [0, 1]  # no better box: both stay
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5], np.float32)
+    assert drop_nested(boxes, scores, 0.8).tolist() == [0, 2, 4]
+    assert drop_nested(boxes[[1, 3]], scores[[1, 3]], 0.8).tolist() == [0, 1]  # no better box: both stay
+
+
+def test_a_loose_box_around_a_clearly_better_one_is_dropped() -> None:
+    boxes = np.array([
+        [100, 100, 200, 150],  # the car
+        [0, 50, 400, 300],     # loose around it, mostly track: dropped
+        [300, 100, 380, 150],  # a car beside it, inside the loose box too: kept
+    ], np.float32)
+    assert drop_nested(boxes, np.array([0.8, 0.4, 0.3], np.float32), 0.8).tolist() == [0, 2]
+    # A piece scoring within a hair of the whole car around it: neither is clearly the car, both stay.
+    piece_first = np.array([[150, 100, 200, 150], [100, 100, 200, 150]], np.float32)
+    assert drop_nested(piece_first, np.array([0.701, 0.7], np.float32), 0.8).tolist() == [0, 1]
 
 
 class FakeSession:
@@ -173,7 +186,7 @@ def test_yolo_outputs_decode_to_one_class_per_anchor() -> None:
     assert [detector.labels[i] for i in everything.class_ids] == ["car", "person"]
 
 
-def test_a_head_that_drops_contained_boxes_reports_no_piece_of_a_car() -> None:
+def test_a_head_that_drops_nested_boxes_reports_no_piece_of_a_car() -> None:
     class CarAndNose:
         def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
             return [np.array([[32, 32, 40, 20, 0.9, 0.0], [46, 32, 10, 16, 0.7, 0.0]], np.float32).T[None]]
@@ -181,5 +194,5 @@ def test_a_head_that_drops_contained_boxes_reports_no_piece_of_a_car() -> None:
     image = np.zeros((64, 64, 3), np.uint8)
     keeping = build_detector(YOLO_SPEC, CarAndNose())  # type: ignore[arg-type]
     np.testing.assert_allclose(keeping(image, None, [0]).scores, [0.9, 0.7])
-    dropping = structs.replace(YOLO_SPEC, heads=[structs.replace(YOLO_SPEC.heads[0], drop_contained=0.8)])
+    dropping = structs.replace(YOLO_SPEC, heads=[structs.replace(YOLO_SPEC.heads[0], drop_nested=0.8)])
     np.testing.assert_allclose(build_detector(dropping, CarAndNose())(image, None, [0]).scores, [0.9])  # type: ignore[arg-type]

@@ -82,11 +82,13 @@ class DetectorHead(Struct, frozen=True, forbid_unknown_fields=True):
     min_score: float = 0.3
     """Lowest score reported by default: each head scores on its own scale
     (`python -m bench.detection` prints recall and false boxes per threshold)."""
-    drop_contained: float | None = None
-    """Drop a box lying this share or more inside a better-scoring box of the
-    head: the pieces of a car (nose, rear wing) a head also boxes beside the
-    whole car. None keeps them; `python -m bench.containment` measures it,
-    with its cost on photos of several cars."""
+    drop_nested: float | None = None
+    """Of two boxes of the head one of which lies this share or more inside
+    the other, keep the better-scoring one (detect.drop_nested): the pieces
+    of a car (nose, rear wing) a head boxes beside the whole car, and the
+    loose boxes it draws around a car, mostly track. None keeps them;
+    `python -m bench.containment` measures it, with its cost on photos of
+    several cars."""
 
 
 class DetectorSpec(ModelBase, tag="detect"):
