@@ -13,8 +13,8 @@ loose box around it), measured with and without it (issue #4).
   in random liveries on track textures, drawn from a seed the detector's
   training never uses): recall of every car at IoU 0.5, the rule's risk (a
   far car seen inside a near car's box), and the boxes matching no car per
-  photo. The cars lying 80% or more inside another car's box are counted
-  too: the cases the rule can cost.
+  photo. The cars lying the vehicle head's share or more inside another
+  car's box are counted too: the cases the rule can cost.
 
 The default detector at each head's calibrated score, as identify runs it,
 then again with every head keeping nested boxes.
