@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     detect = commands.add_parser("detect", help="print the vehicles found in images")
     detect.add_argument("images", nargs="+", type=Path)
     detect.add_argument("--min-score", type=float, help="lowest detector score kept (default: the protocol's)")
+    detect.add_argument("--tiles", type=int, default=1, choices=[1, 2, 3], help="also search a TILES x TILES grid for small cars (default 1: off)")
     detect.add_argument("--json", action="store_true", help="one JSON result per line")
 
     numbers = commands.add_parser("numbers", help="print the racing numbers read on the vehicles of images")
@@ -79,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     tag.add_argument("paths", nargs="+", type=Path)
     tag.add_argument("--rescan", action="store_true", help="tag photos already tagged again")
     tag.add_argument("--threshold", type=float)
+    tag.add_argument("--tiles", type=int, default=1, choices=[1, 2, 3], help="also search a TILES x TILES grid for small cars (default 1: off)")
     add_number_reading(tag)
     tag.add_argument("--burst-gap", type=float, default=2.0,
                      help="seconds between photos of one camera that make a burst (default 2; 0: no bursts)")
@@ -177,7 +179,7 @@ def _run_command(args: argparse.Namespace, settings: Settings) -> int:
     for path in args.images:
         try:
             options = {} if args.min_score is None else {"min_score": args.min_score}
-            found = engine.detect(DetectParams(image=ImageRef(path=str(path)), **options), context)
+            found = engine.detect(DetectParams(image=ImageRef(path=str(path)), tiles=args.tiles, **options), context)
         except RpcError as exc:
             failures += 1
             print(f"{path}: error {exc.code}: {exc.message}", file=sys.stderr)
@@ -267,7 +269,7 @@ def _library_command(args: argparse.Namespace, engine: Engine) -> int:
     if args.command == "tag":
         options = {} if args.threshold is None else {"threshold": args.threshold}
         params = TagParams(images=[str(p) for p in args.paths], rescan=args.rescan, read_numbers=number_reading(args),
-                           sequence_gap_s=args.burst_gap, progress=True, **options)
+                           sequence_gap_s=args.burst_gap, tiles=args.tiles, progress=True, **options)
         result = identification.tag(params, RequestContext(0, CancelToken(), True, _progress_bar))
         print(f"{result.total} photo(s): {result.tagged} tagged, {result.skipped} already done, {len(result.failed)} failed; "
               f"vehicles: {result.matched} matched, {result.ambiguous} ambiguous, {result.unknown} unknown; "

@@ -36,7 +36,7 @@ from sidecar.protocol.messages import (
 )
 from sidecar.protocol.methods import METHODS
 from sidecar.stages.decode import IMAGE_FORMATS, ImageLimits, decode_image, load_image, reopen
-from sidecar.stages.detect import Detections, Detector, build_detector
+from sidecar.stages.detect import Detections, Detector, build_detector, detect_tiled
 from sidecar.stages.embed import Embedder, appearance_dim, crop
 from sidecar.stages.number import NumberReader, TextDetector, TextReader
 
@@ -306,7 +306,7 @@ class Engine:
         decoded = decode_image(params.image, self.limits)
         image = decoded.pixels
         context.progress(1, 2, "detect")
-        found = detector(image, params.min_score, class_ids)
+        found = detect_tiled(detector, image, params.min_score, class_ids, params.tiles)
         context.progress(2, 2, "done")
         return DetectResult(
             vehicles=self._detections(found, detector.labels),

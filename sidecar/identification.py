@@ -35,7 +35,7 @@ from sidecar.stages.decode import (
     IMAGE_SUFFIXES, Decoded, decode_image, decode_photo, detection_source, load_image, read_file, source_of,
 )
 from sidecar.stages.capture import read_capture
-from sidecar.stages.detect import Detections
+from sidecar.stages.detect import Detections, detect_tiled
 from sidecar.stages.embed import Embedder, crop
 from sidecar.stages.fuse import Fused, fuse, normalise_number, number_wanted, numbers_index
 from sidecar.stages.match import MatchPolicy, car_scores, decide
@@ -119,7 +119,8 @@ class Identification:
         """Detect, embed, match and (when asked) read and fuse the numbers;
         `numbers`: car id -> racing number, of every enrolled car."""
         with watch.stage("detect"):
-            found = self.engine.detector()(image, options.min_score, self.engine.vehicle_classes(None))
+            found = detect_tiled(self.engine.detector(), image, options.min_score, self.engine.vehicle_classes(None),
+                                 options.tiles)
         with watch.stage("embed"):
             vectors = matcher.embedder([crop(image, box) for box in found.boxes])
         with watch.stage("match"):

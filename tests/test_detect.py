@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import msgspec
 import numpy as np
 from msgspec import structs
 
 from sidecar.inference.manifest import DetectorSpec, Manifest
 from sidecar.stages.detect import (
-    NanoDetDetector, YoloDetector, batched_nms, build_detector, decode_gfl, drop_nested, grid_centres, nms,
+    Detections, NanoDetDetector, YoloDetector, batched_nms, build_detector, decode_gfl, detect_tiled, drop_nested,
+    grid_centres, nms, tile_bounds,
 )
 
 MANIFEST = msgspec.json.decode((Path(__file__).resolve().parents[1] / "models/manifest.json").read_bytes(), type=Manifest)
@@ -196,3 +198,35 @@ def test_a_head_that_drops_nested_boxes_reports_no_piece_of_a_car() -> None:
     np.testing.assert_allclose(keeping(image, None, [0]).scores, [0.9, 0.7])
     dropping = structs.replace(YOLO_SPEC, heads=[structs.replace(YOLO_SPEC.heads[0], drop_nested=0.8)])
     np.testing.assert_allclose(build_detector(dropping, CarAndNose())(image, None, [0]).scores, [0.9])  # type: ignore[arg-type]
+
+
+class BlobDetector:
+    """Boxes the white blobs of whatever image it is given, as a detector with a
+    200 px wide input would: blobs under 10 px wide at that size are not seen."""
+
+    def first_head_ids(self, class_ids: list[int]) -> list[int]:
+        return class_ids
+
+    def __call__(self, image: np.ndarray, min_score: float | None, class_ids: list[int]) -> Detections:
+        count, _, stats, _ = cv2.connectedComponentsWithStats((image[:, :, 0] > 128).astype(np.uint8))
+        seen = [s for s in stats[1:count] if s[2] * 200 / image.shape[1] >= 10]
+        boxes = np.array([[x, y, x + w, y + h] for x, y, w, h, _ in seen], np.float32).reshape(-1, 4)
+        return Detections(boxes, np.full(len(boxes), 0.9, np.float32), np.zeros(len(boxes), np.int64))
+
+
+def test_tiles_cover_the_photo_with_overlapping_neighbours() -> None:
+    tiles = tile_bounds(400, 200, 2)
+    assert tiles[0][:2] == (0, 0) and tiles[-1][2:] == (400, 200)
+    assert tiles[1][0] < tiles[0][2]  # neighbours overlap
+
+
+def test_tiles_add_the_small_cars_the_whole_photo_misses_once_each() -> None:
+    image = np.zeros((200, 400, 3), np.uint8)
+    image[60:120, 20:170] = 255   # a near car, 150 px wide: the whole photo finds it
+    image[90:100, 192:208] = 255  # a far car, 16 px wide (8 at the detector's input), where the tiles overlap
+    detector = BlobDetector()
+    alone = detect_tiled(detector, image, None, [0], 1)  # type: ignore[arg-type]
+    assert alone.boxes.tolist() == [[20, 60, 170, 120]]
+    tiled = detect_tiled(detector, image, None, [0], 2)  # type: ignore[arg-type]
+    # The far car is added once, in photo pixels; the near car, wider than a quarter of the photo, is not boxed again.
+    assert sorted(tiled.boxes.tolist()) == [[20, 60, 170, 120], [192, 90, 208, 100]]

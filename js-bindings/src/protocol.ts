@@ -198,6 +198,10 @@ export interface DetectParams {
    */
   min_score?: number | null;
   /**
+   * Also look for small, distant cars in a tiles x tiles grid of overlapping parts of the photo, each seen at the detector's full input size: tiles^2 + 1 detector runs a photo, and more false boxes; 2 finds the most (`python -m bench.tiling`). 1: the whole photo only.
+   */
+  tiles?: number;
+  /**
    * Detector class names to keep; default: the detector's vehicle classes.
    */
   classes?: string[] | null;
@@ -505,6 +509,10 @@ export interface IdentifyParams {
    * Lowest detector score considered; default: the detector's calibrated one.
    */
   min_score?: number | null;
+  /**
+   * Also look for small, distant cars in a tiles x tiles grid of overlapping parts of the photo, each seen at the detector's full input size: tiles^2 + 1 detector runs a photo, and more false boxes; 2 finds the most (`python -m bench.tiling`). 1: the whole photo only.
+   */
+  tiles?: number;
   image: ImageRef;
 }
 export interface IdentifyResult {
@@ -678,6 +686,10 @@ export interface TagParams {
    * Lowest detector score considered; default: the detector's calibrated one.
    */
   min_score?: number | null;
+  /**
+   * Also look for small, distant cars in a tiles x tiles grid of overlapping parts of the photo, each seen at the detector's full input size: tiles^2 + 1 detector runs a photo, and more false boxes; 2 finds the most (`python -m bench.tiling`). 1: the whole photo only.
+   */
+  tiles?: number;
   /**
    * Paths of photos and folders (folders are walked).
    *

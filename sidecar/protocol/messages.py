@@ -159,9 +159,16 @@ class ProgressParams(Message):
     eta_s: Annotated[float | None, Meta(description="Seconds left at that rate.")] = None
 
 
+Tiles = Annotated[int, Meta(ge=1, le=3, description=(
+    "Also look for small, distant cars in a tiles x tiles grid of overlapping parts of the photo, each seen at the "
+    "detector's full input size: tiles^2 + 1 detector runs a photo, and more false boxes; 2 finds the most "
+    "(`python -m bench.tiling`). 1: the whole photo only."))]
+
+
 class DetectParams(RequestParams, kw_only=True):
     image: ImageRef
     min_score: Annotated[Score | None, Meta(description="Lowest detector score reported; default: the detector's calibrated one.")] = None
+    tiles: Tiles = 1
     classes: Annotated[
         list[str] | None,
         Meta(description="Detector class names to keep; default: the detector's vehicle classes."),
@@ -373,6 +380,7 @@ class MatchOptions(RequestParams, kw_only=True):
     threshold: Annotated[float | None, Meta(description="Lowest similarity for a match; default: the calibrated one.")] = None
     margin: Annotated[float | None, Meta(description="Lead over the runner-up a match needs; default: the calibrated one.")] = None
     min_score: Annotated[Score | None, Meta(description="Lowest detector score considered; default: the detector's calibrated one.")] = None
+    tiles: Tiles = 1
 
 
 class IdentifyParams(MatchOptions, kw_only=True):

@@ -147,6 +147,14 @@ class Detector(ABC):
         self.vehicle_class_ids = [int(first) + head.classes.index(c)
                                   for head, first in zip(spec.heads, self._first_id) for c in head.vehicle_classes]
 
+    def first_head_ids(self, class_ids: list[int]) -> list[int]:
+        """Those of `class_ids` in the first head holding any of them: the head tiles are searched with."""
+        for first, head in zip(self._first_id, self.spec.heads):
+            mine = [i for i in class_ids if first <= i < first + len(head.classes)]
+            if mine:
+                return mine
+        return []
+
     def class_ids(self, names: list[str]) -> list[int]:
         unknown = [n for n in names if n not in self.labels]
         if unknown:
@@ -245,3 +253,64 @@ DECODERS: dict[str, type[Detector]] = {"nanodet-gfl": NanoDetDetector, "yolo": Y
 
 def build_detector(spec: DetectorSpec, session: OrtSession) -> Detector:
     return DECODERS[spec.decoder](spec, session)
+
+
+# Tiling: each tile overlaps its neighbours by this share, so a small car cut
+# by one tile's edge lies whole in the next.
+TILE_OVERLAP = 0.25
+TILE_EDGE_PX = 4
+"""A tile's box this close to an edge it shares with another tile is a car cut by it."""
+TILE_SMALL_WIDTH = 0.25
+"""Tiles add only boxes narrower than this share of the photo: larger cars are the whole photo's to find,
+and what a tile boxes of them is a piece (`python -m bench.tiling`)."""
+TILE_ON_FOUND = 0.3
+"""A tile's box with this share of it inside a box the whole photo found is a piece of that vehicle."""
+
+
+def tile_bounds(width: int, height: int, grid: int) -> list[tuple[int, int, int, int]]:
+    """(x1, y1, x2, y2) of a grid x grid of tiles covering the photo, neighbours overlapping by TILE_OVERLAP."""
+    tile_w = width / (grid - (grid - 1) * TILE_OVERLAP)
+    tile_h = height / (grid - (grid - 1) * TILE_OVERLAP)
+    return [
+        (int(gx * tile_w * (1 - TILE_OVERLAP)), int(gy * tile_h * (1 - TILE_OVERLAP)),
+         min(width, int(gx * tile_w * (1 - TILE_OVERLAP) + tile_w)), min(height, int(gy * tile_h * (1 - TILE_OVERLAP) + tile_h)))
+        for gy in range(grid) for gx in range(grid)
+    ]
+
+
+def detect_tiled(detector: Detector, image: np.ndarray, min_score: float | None, class_ids: list[int], grid: int
+                 ) -> Detections:
+    """The photo's detections plus the small vehicles found in a grid x grid of
+    overlapping tiles, each seen by the detector at its full input size (a car a
+    twentieth of a photo's width is a few pixels at 416). Grid 1: the photo alone.
+    Tiles are searched by the first head only: a generic fallback head boxes
+    loosely or elsewhere in a tile as it does in the photo."""
+    found = detector(image, min_score, class_ids)
+    tile_ids = detector.first_head_ids(class_ids)
+    if grid <= 1 or not tile_ids:
+        return found
+    height, width = image.shape[:2]
+    boxes, scores, labels = [], [], []
+    for x1, y1, x2, y2 in tile_bounds(width, height, grid):
+        part = detector(image[y1:y2, x1:x2], min_score, tile_ids)
+        placed = part.boxes + np.array([x1, y1, x1, y1], np.float32)
+        cut = (((placed[:, 0] <= x1 + TILE_EDGE_PX) & (x1 > 0)) | ((placed[:, 2] >= x2 - TILE_EDGE_PX) & (x2 < width))
+               | ((placed[:, 1] <= y1 + TILE_EDGE_PX) & (y1 > 0)) | ((placed[:, 3] >= y2 - TILE_EDGE_PX) & (y2 < height)))
+        small = placed[:, 2] - placed[:, 0] < TILE_SMALL_WIDTH * width
+        keep = ~cut & small
+        boxes.append(placed[keep])
+        scores.append(part.scores[keep])
+        labels.append(part.class_ids[keep])
+    extra = np.concatenate(boxes)
+    if len(extra) and len(found):
+        on_found = box_intersection(extra, found.boxes) / np.maximum(box_area(extra), 1e-9)[:, None]
+        new = on_found.max(axis=1) < TILE_ON_FOUND
+    else:
+        new = np.ones(len(extra), bool)
+    extra, extra_scores, extra_labels = extra[new], np.concatenate(scores)[new], np.concatenate(labels)[new]
+    # The same small car seen by two overlapping tiles: once.
+    once = nms(extra, extra_scores, NMS_IOU)
+    all_boxes = np.concatenate([found.boxes, extra[once]])
+    all_scores = np.concatenate([found.scores, extra_scores[once]])
+    order = np.argsort(-all_scores, kind="stable")
+    return Detections(all_boxes[order], all_scores[order], np.concatenate([found.class_ids, extra_labels[once]])[order])
