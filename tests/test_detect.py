@@ -218,6 +218,7 @@ def test_tiles_cover_the_photo_with_overlapping_neighbours() -> None:
     tiles = tile_bounds(400, 200, 2)
     assert tiles[0][:2] == (0, 0) and tiles[-1][2:] == (400, 200)
     assert tiles[1][0] < tiles[0][2]  # neighbours overlap
+    assert tile_bounds(401, 199, 3)[-1][2:] == (401, 199)  # the last tiles reach the edges, whatever the rounding
 
 
 def test_tiles_add_the_small_cars_the_whole_photo_misses_once_each() -> None:
@@ -230,3 +231,7 @@ def test_tiles_add_the_small_cars_the_whole_photo_misses_once_each() -> None:
     tiled = detect_tiled(detector, image, None, [0], 2)  # type: ignore[arg-type]
     # The far car is added once, in photo pixels; the near car, wider than a quarter of the photo, is not boxed again.
     assert sorted(tiled.boxes.tolist()) == [[20, 60, 170, 120], [192, 90, 208, 100]]
+    # A photo too small for tiles of any use is searched whole: the 2 px car its tiles would show is not looked for.
+    tiny = np.zeros((60, 60, 3), np.uint8)
+    tiny[10:12, 10:12] = 255
+    assert len(detect_tiled(detector, tiny, None, [0], 2)) == 0  # type: ignore[arg-type]

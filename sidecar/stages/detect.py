@@ -263,19 +263,21 @@ TILE_EDGE_PX = 4
 TILE_SMALL_WIDTH = 0.25
 """Tiles add only boxes narrower than this share of the photo: larger cars are the whole photo's to find,
 and what a tile boxes of them is a piece (`python -m bench.tiling`)."""
+TILE_MIN_SIDE = 32
+"""Photos whose tiles would be smaller than this each way are not tiled: there is nothing small left to find."""
 TILE_ON_FOUND = 0.3
 """A tile's box with this share of it inside a box the whole photo found is a piece of that vehicle."""
 
 
 def tile_bounds(width: int, height: int, grid: int) -> list[tuple[int, int, int, int]]:
     """(x1, y1, x2, y2) of a grid x grid of tiles covering the photo, neighbours overlapping by TILE_OVERLAP."""
-    tile_w = width / (grid - (grid - 1) * TILE_OVERLAP)
-    tile_h = height / (grid - (grid - 1) * TILE_OVERLAP)
-    return [
-        (int(gx * tile_w * (1 - TILE_OVERLAP)), int(gy * tile_h * (1 - TILE_OVERLAP)),
-         min(width, int(gx * tile_w * (1 - TILE_OVERLAP) + tile_w)), min(height, int(gy * tile_h * (1 - TILE_OVERLAP) + tile_h)))
-        for gy in range(grid) for gx in range(grid)
-    ]
+
+    def spans(length: int) -> list[tuple[int, int]]:
+        size = length / (grid - (grid - 1) * TILE_OVERLAP)
+        starts = [round(g * size * (1 - TILE_OVERLAP)) for g in range(grid)]
+        return [(start, length if g == grid - 1 else round(start + size)) for g, start in enumerate(starts)]
+
+    return [(x1, y1, x2, y2) for y1, y2 in spans(height) for x1, x2 in spans(width)]
 
 
 def detect_tiled(detector: Detector, image: np.ndarray, min_score: float | None, class_ids: list[int], grid: int
@@ -287,9 +289,9 @@ def detect_tiled(detector: Detector, image: np.ndarray, min_score: float | None,
     loosely or elsewhere in a tile as it does in the photo."""
     found = detector(image, min_score, class_ids)
     tile_ids = detector.first_head_ids(class_ids)
-    if grid <= 1 or not tile_ids:
-        return found
     height, width = image.shape[:2]
+    if grid <= 1 or not tile_ids or min(width, height) < grid * TILE_MIN_SIDE:
+        return found
     boxes, scores, labels = [], [], []
     for x1, y1, x2, y2 in tile_bounds(width, height, grid):
         part = detector(image[y1:y2, x1:x2], min_score, tile_ids)
