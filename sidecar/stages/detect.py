@@ -284,7 +284,7 @@ def detect_tiled(detector: Detector, image: np.ndarray, min_score: float | None,
                  ) -> Detections:
     """The photo's detections plus the small vehicles found in a grid x grid of
     overlapping tiles, each seen by the detector at its full input size (a car a
-    twentieth of a photo's width is a few pixels at 416). Grid 1: the photo alone.
+    twentieth of a photo's width is 20 px at 416). Grid 1: the photo alone.
     Tiles are searched by the first head only: a generic fallback head boxes
     loosely or elsewhere in a tile as it does in the photo."""
     found = detector(image, min_score, class_ids)
