@@ -44,13 +44,17 @@ SCENE_SEED = 20261126
 MATCH_IOU = 0.5
 
 
+def cars_found(truth: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """(N,) bool: which of the N labelled cars a box matches at IoU MATCH_IOU."""
+    return np.asarray((box_iou(truth, boxes) >= MATCH_IOU).any(axis=1)) if len(boxes) else np.zeros(len(truth), bool)
+
+
 def labelled(images: list[tuple[np.ndarray, np.ndarray]], detector: Detector) -> tuple[float, float, float]:
     """(share of images with every labelled box found, recall over boxes, other boxes per image)."""
     all_found, found, extra = 0, 0, 0
     for image, truth in images:
         boxes = detector(image, None, detector.vehicle_class_ids).boxes
-        iou = box_iou(truth, boxes) if len(boxes) else np.zeros((len(truth), 0))
-        hits = (iou >= MATCH_IOU).any(axis=1) if iou.size else np.zeros(len(truth), bool)
+        hits = cars_found(truth, boxes)
         found += int(hits.sum())
         all_found += int(hits.all())
         extra += len(boxes) - int(hits.sum())  # every box but one per car found is false, as in bench.detection

@@ -24,11 +24,11 @@ import time
 
 import numpy as np
 
-from bench.containment import MATCH_IOU, multi_car_scenes, read
+from bench.containment import cars_found, multi_car_scenes, read
 from bench.datasets import DATA_DIR, DETECTOR_TRAIN_CARS, epfl_frames, f1_boxes
 from sidecar.config import settings_from_env
 from sidecar.engine import Engine
-from sidecar.stages.detect import Detector, box_iou, detect_tiled
+from sidecar.stages.detect import Detector, detect_tiled
 
 WIDTHS = (0.1, 0.2, 0.4)
 """Bounds of the car-width buckets, as shares of the photo's width."""
@@ -45,8 +45,8 @@ def measure(images: list[tuple[np.ndarray, np.ndarray]], detector: Detector, gri
         start = time.perf_counter()
         boxes = detect_tiled(detector, image, None, detector.vehicle_class_ids, grid).boxes
         seconds.append(time.perf_counter() - start)
-        hits = (box_iou(truth, boxes) >= MATCH_IOU).any(axis=1) if len(boxes) else np.zeros(len(truth), bool)
-        found.extend(bool(hit) for hit in np.asarray(hits))
+        hits = cars_found(truth, boxes)
+        found.extend(bool(hit) for hit in hits)
         widths.extend(float(w) for w in (truth[:, 2] - truth[:, 0]) / image.shape[1])
         others += len(boxes) - int(hits.sum())
     return np.asarray(found), np.asarray(widths), others / len(images), seconds

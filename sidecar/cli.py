@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     detect = commands.add_parser("detect", help="print the vehicles found in images")
     detect.add_argument("images", nargs="+", type=Path)
     detect.add_argument("--min-score", type=float, help="lowest detector score kept (default: the protocol's)")
-    detect.add_argument("--tiles", type=int, default=1, choices=[1, 2, 3], help="also search a TILES x TILES grid for small cars (default 1: off)")
+    add_tiles(detect)
     detect.add_argument("--json", action="store_true", help="one JSON result per line")
 
     numbers = commands.add_parser("numbers", help="print the racing numbers read on the vehicles of images")
@@ -80,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     tag.add_argument("paths", nargs="+", type=Path)
     tag.add_argument("--rescan", action="store_true", help="tag photos already tagged again")
     tag.add_argument("--threshold", type=float)
-    tag.add_argument("--tiles", type=int, default=1, choices=[1, 2, 3], help="also search a TILES x TILES grid for small cars (default 1: off)")
+    add_tiles(tag)
     add_number_reading(tag)
     tag.add_argument("--burst-gap", type=float, default=2.0,
                      help="seconds between photos of one camera that make a burst (default 2; 0: no bursts)")
@@ -121,6 +121,12 @@ def add_number_reading(parser: argparse.ArgumentParser) -> None:
     reading.add_argument("--no-numbers", action="store_true", help="do not read racing numbers (faster, appearance only)")
     reading.add_argument("--numbers-if-unsure", action="store_true",
                          help="read numbers only on vehicles appearance alone does not match (faster)")
+
+
+def add_tiles(parser: argparse.ArgumentParser) -> None:
+    """The `tiles` option of detect and tag."""
+    parser.add_argument("--tiles", type=int, default=1, choices=[1, 2, 3],
+                        help="also search a TILES x TILES grid for small cars (default 1: off)")
 
 
 def number_reading(args: argparse.Namespace) -> ReadNumbers:

@@ -300,9 +300,9 @@ def reference_check(vectors: np.ndarray, cars: list[str], policy: MatchPolicy) -
     sums = np.stack([vectors[owner == c].sum(axis=0) for c in range(len(names))])
     dots = vectors @ sums.T
     means = dots / np.maximum(np.linalg.norm(sums, axis=1), 1e-12)[None, :]
-    own_dot = dots[rows, owner] - (vectors * vectors).sum(axis=1)
-    own_norm = np.sqrt(np.maximum((sums[owner] * sums[owner]).sum(axis=1) - 2 * dots[rows, owner]
-                                  + (vectors * vectors).sum(axis=1), 0.0))
+    squared = (vectors * vectors).sum(axis=1)
+    own_dot = dots[rows, owner] - squared
+    own_norm = np.sqrt(np.maximum((sums[owner] * sums[owner]).sum(axis=1) - 2 * dots[rows, owner] + squared, 0.0))
     alone = np.bincount(owner, minlength=len(names))[owner] == 1
     means[rows, owner] = np.where(alone, -np.inf, own_dot / np.maximum(own_norm, 1e-12))
     several = [i for i in rows.tolist() if not alone[i]]

@@ -147,13 +147,21 @@ class Detector(ABC):
         self.vehicle_class_ids = [int(first) + head.classes.index(c)
                                   for head, first in zip(spec.heads, self._first_id) for c in head.vehicle_classes]
 
+    def _per_head(self, class_ids: list[int]) -> list[tuple[int, int, np.ndarray]]:
+        """(head index, its first class id, the head's own ids of `class_ids`) for each head holding any of them."""
+        wanted = np.asarray(class_ids, dtype=np.int64)
+        split = []
+        for index, head in enumerate(self.spec.heads):
+            first = int(self._first_id[index])
+            mine = wanted[(wanted >= first) & (wanted < first + len(head.classes))] - first
+            if mine.size:
+                split.append((index, first, mine))
+        return split
+
     def first_head_ids(self, class_ids: list[int]) -> list[int]:
         """Those of `class_ids` in the first head holding any of them: the head tiles are searched with."""
-        for first, head in zip(self._first_id, self.spec.heads):
-            mine = [i for i in class_ids if first <= i < first + len(head.classes)]
-            if mine:
-                return mine
-        return []
+        split = self._per_head(class_ids)
+        return (split[0][2] + split[0][1]).tolist() if split else []
 
     def class_ids(self, names: list[str]) -> list[int]:
         unknown = [n for n in names if n not in self.labels]
@@ -166,12 +174,8 @@ class Detector(ABC):
         height, width = image.shape[:2]
         fitted, placement = letterbox(image, self.spec.input.width, self.spec.input.height)
         outputs = self._session.run(self._output_names(), {self.spec.input.name: to_tensor([fitted], self.spec.input)})
-        wanted = np.asarray(class_ids, dtype=np.int64)
-        for index, head in enumerate(self.spec.heads):
-            first = int(self._first_id[index])
-            mine = wanted[(wanted >= first) & (wanted < first + len(head.classes))] - first
-            if mine.size == 0:
-                continue
+        for index, first, mine in self._per_head(class_ids):
+            head = self.spec.heads[index]
             boxes, scores, labels = self._decode(outputs, index, mine, head.min_score if min_score is None else min_score)
             # Suppressed in the model's input space, then clipped to the image, as YOLO and NanoDet do.
             keep = self._suppress(boxes, scores, labels, head.drop_nested)
@@ -288,9 +292,11 @@ def detect_tiled(detector: Detector, image: np.ndarray, min_score: float | None,
     Tiles are searched by the first head only: a generic fallback head boxes
     loosely or elsewhere in a tile as it does in the photo."""
     found = detector(image, min_score, class_ids)
-    tile_ids = detector.first_head_ids(class_ids)
     height, width = image.shape[:2]
-    if grid <= 1 or not tile_ids or min(width, height) < grid * TILE_MIN_SIDE:
+    if grid <= 1 or min(width, height) < grid * TILE_MIN_SIDE:
+        return found
+    tile_ids = detector.first_head_ids(class_ids)
+    if not tile_ids:
         return found
     boxes, scores, labels = [], [], []
     for x1, y1, x2, y2 in tile_bounds(width, height, grid):
