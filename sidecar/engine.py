@@ -193,17 +193,22 @@ class Engine:
             self._library.close()
             self._library = None
 
-    def models_key(self, read_numbers: ReadNumbers, embedder: Embedder) -> str:
-        """Names and hashes of the models a tagging result depends on (and
-        whether numbers were read on unsure vehicles only: tagging again with
-        every number read is not a repeat)."""
+    def models_key(self, read_numbers: ReadNumbers, embedder: Embedder, min_score: float | None = None,
+                   tiles: int = 1) -> str:
+        """Names and hashes of the models a tagging result depends on, and the
+        settings that change what they find: whether numbers were read on unsure
+        vehicles only, a detector score other than the calibrated one, tiles.
+        Tagging again with any of them changed is not a repeat."""
         detector = self.detector()
         models = [(detector.spec.name, detector.spec), (embedder.key, embedder.spec)]
         if read_numbers:
             reader = self.number_reader()
             models += [(reader.detector.spec.name, reader.detector.spec), (reader.reader.spec.name, reader.reader.spec)]
         key = "+".join(f"{name}@{spec.sha256[:12]}" for name, spec in models)
-        return key + "+numbers-if-unsure" if read_numbers == "unsure" else key
+        settings = ["numbers-if-unsure"] if read_numbers == "unsure" else []
+        settings += [] if min_score is None else [f"min-score{min_score:g}"]
+        settings += [] if tiles == 1 else [f"tiles{tiles}"]
+        return "+".join([key, *settings])
 
     def vehicle_classes(self, names: list[str] | None) -> list[int]:
         detector = self.detector()

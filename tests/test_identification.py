@@ -77,7 +77,7 @@ def test_enroll_identify_tag_review_and_export(tmp_path: Path, dev_data: Path) -
         tagged = process.request("tag", {"images": [str(event)], "min_score": 0.1}, id="tag")["result"]
         assert (tagged["total"], tagged["tagged"], tagged["skipped"]) == (4, 3, 0)
         assert [f["code"] for f in tagged["failed"]] == [-32001]
-        again = process.request("tag", {"images": [str(event)]}, id="again")["result"]
+        again = process.request("tag", {"images": [str(event)], "min_score": 0.1}, id="again")["result"]
         assert (again["tagged"], again["skipped"]) == (0, 3)
 
         everything = process.request("results.query", {}, id="all")["result"]
@@ -101,6 +101,15 @@ def test_enroll_identify_tag_review_and_export(tmp_path: Path, dev_data: Path) -
         assert "<rdf:li>#2 EPFL</rdf:li>" in text and "<rdf:li>Cars|#2 EPFL</rdf:li>" in text
         assert process.request("export", {"format": "xmp"}, id="xmp2")["result"]["skipped"] == xmp["files"]
         assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in event.iterdir() if p.suffix != ".xmp"} == originals
+
+        # Other settings are not a repeat: each photo's result is replaced, not added to, and the
+        # user's confirmation stays (on the vehicle boxed again, or as confirmed if not found again).
+        retag = process.request("tag", {"images": [str(event)], "min_score": 0.1, "tiles": 2}, id="retag")["result"]
+        assert (retag["tagged"], retag["skipped"]) == (3, 0)
+        found = retag["matched"] + retag["ambiguous"] + retag["unknown"]
+        assert found <= process.request("results.query", {}, id="after")["result"]["total"] <= found + 1
+        kept = process.request("results.query", {"review": "confirmed"}, id="kept")["result"]["detections"]
+        assert [(d["car_id"], d["path"]) for d in kept] == [(car_ids[2], one["path"])]
     finally:
         process.kill()
 

@@ -230,6 +230,40 @@ def test_raw_photos_keep_their_sensor_scale_for_the_exports(tmp_path: Path) -> N
         library.close()
 
 
+def test_tagging_a_photo_again_replaces_its_result_and_keeps_the_users_reviews(tmp_path: Path) -> None:
+    library = Library(tmp_path, "m", DIM)
+    library.enroll("a", {"label": "#1"}, entries(1), "m")
+    store = library.store
+
+    def found(box: list[float], seed: int) -> NewDetection:
+        return NewDetection(box=box, detector_score=0.8, label="vehicle", decision="unknown", car_id=None, score=None,
+                            candidates=[], embedding=unit(seed))
+
+    try:
+        first = store.save_photo("/e/1.jpg", "h", "models-1", 640, 480, None, [
+            found([0, 0, 100, 100], 1), found([200, 0, 300, 100], 2), found([400, 0, 500, 100], 3), found([0, 300, 50, 350], 4)])
+        store.review(first[0], "confirmed", "a")
+        store.review(first[1], "rejected", None)
+        store.review(first[2], "confirmed", "a")
+        # Tagged again with other models or settings: the first and second vehicles boxed a little
+        # differently, the third not found, a new one found.
+        second = store.save_photo("/e/1.jpg", "h", "models-2", 640, 480, None, [
+            found([205, 5, 300, 100], 5), found([5, 0, 100, 105], 6), found([600, 0, 640, 50], 7)])
+        assert store.photo_done("h", "models-2") and not store.photo_done("h", "models-1")
+        rows, total = store.query_detections(None, None, None, None, None, 10, 0)
+        assert total == 4  # the photo once: three new detections and the confirmed vehicle not found again
+        by_box = {tuple(r.box): r for r in rows}
+        assert (by_box[(5, 0, 100, 105)].review, by_box[(5, 0, 100, 105)].car_id) == ("confirmed", "a")
+        assert by_box[(5, 0, 100, 105)].decision == "match" and by_box[(5, 0, 100, 105)].id == second[1]
+        assert by_box[(205, 5, 300, 100)].review == "rejected"
+        assert by_box[(600, 0, 640, 50)].review is None
+        kept = by_box[(400, 0, 500, 100)]
+        assert (kept.review, kept.car_id, kept.decision) == ("confirmed", "a", "match")
+        np.testing.assert_array_equal(store.detection_vectors([kept.id]), unit(3)[None])
+    finally:
+        library.close()
+
+
 # The tables schema version 1 made that later versions extend (numbers, bursts).
 SCHEMA_1_TABLES = """CREATE TABLE photos (
     id INTEGER PRIMARY KEY, path TEXT NOT NULL, content_hash TEXT NOT NULL, models TEXT NOT NULL,

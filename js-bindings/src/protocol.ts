@@ -698,7 +698,7 @@ export interface TagParams {
   images: [string, ...string[]];
   recursive?: boolean;
   /**
-   * Tag again photos already tagged with the same models.
+   * Tag again photos already tagged with the same models and settings (min_score, tiles, read_numbers). A photo tagged again, with these or others, has its result replaced; the user's reviews move to the new detections of the same vehicles.
    */
   rescan?: boolean;
   /**
@@ -710,7 +710,7 @@ export interface TagResult {
   total: number;
   tagged: number;
   /**
-   * Already tagged with the same models (same content hash).
+   * Already tagged with the same models and settings (same content hash).
    */
   skipped: number;
   failed: TagFailure[];

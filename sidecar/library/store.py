@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from sidecar.errors import LibraryTooNew
+from sidecar.stages.detect import box_iou
 
 SCHEMA_VERSION = 3
 SCHEMA = """
@@ -80,7 +81,8 @@ CREATE TABLE IF NOT EXISTS detections (
     evidence TEXT
 );
 CREATE INDEX IF NOT EXISTS detections_by_car ON detections(car_id);
--- Re-tagging a photo deletes its row and, through the cascade, its detections.
+-- Tagging a photo again deletes its row and, through the cascade, its detections
+-- (their reviews move to the new ones first: Store.save_photo).
 CREATE INDEX IF NOT EXISTS detections_by_photo ON detections(photo_id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
@@ -92,6 +94,9 @@ MIGRATIONS = {
     3: [("photos", "camera", "TEXT"), ("photos", "captured_at", "REAL")],
 }
 INDEXES = "CREATE INDEX IF NOT EXISTS detections_by_number ON detections(number);"
+REVIEW_KEPT_IOU = 0.5
+"""A review of a photo tagged again passes to the new detection overlapping the reviewed box this much:
+the same vehicle, boxed by another detector, score or tiling (the usual test of one box for another)."""
 
 
 @dataclass(frozen=True)
@@ -325,10 +330,18 @@ class Store:
         self, path: str, content_hash: str, models: str, width: int, height: int, sensor_scale: float | None,
         detections: list[NewDetection], camera: str | None = None, captured_at: float | None = None,
     ) -> list[int]:
-        """One photo and its detections, replacing an earlier result for the
-        same content and models. Returns the detections' ids."""
+        """One photo and its detections, replacing every earlier tagging of the
+        same content: a photo's result is its latest tagging, whatever models
+        or settings it ran with, so results and exports hold each photo once.
+        The user's reviews outlive it: each passes to the new detection boxing
+        the same vehicle (IoU >= REVIEW_KEPT_IOU), and a confirmed vehicle the
+        new tagging does not find is kept as it was confirmed. Returns the ids
+        of the new detections, in order."""
         with self.transaction() as db:
-            db.execute("DELETE FROM photos WHERE content_hash = ? AND models = ?", (content_hash, models))
+            reviewed = db.execute(
+                "SELECT d.* FROM detections d JOIN photos p ON p.id = d.photo_id"
+                " WHERE p.content_hash = ? AND d.review IS NOT NULL ORDER BY d.id", (content_hash,)).fetchall()
+            db.execute("DELETE FROM photos WHERE content_hash = ?", (content_hash,))
             cursor = db.execute(
                 "INSERT INTO photos (path, content_hash, models, width, height, sensor_scale, tagged_at, camera, captured_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -346,7 +359,32 @@ class Store:
                 )
                 assert cursor.lastrowid is not None
                 ids.append(cursor.lastrowid)
+            self._keep_reviews(db, photo_id, reviewed, ids, [d.box for d in detections])
             return ids
+
+    @staticmethod
+    def _keep_reviews(db: sqlite3.Connection, photo_id: int | None, reviewed: list[sqlite3.Row], ids: list[int],
+                      boxes: list[list[float]]) -> None:
+        """The reviews of a photo's earlier tagging, moved onto its new detections `ids` (with `boxes`)."""
+        overlap = box_iou(np.asarray([json.loads(r["box"]) for r in reviewed], np.float32).reshape(-1, 4),
+                          np.asarray(boxes, np.float32).reshape(-1, 4))
+        taken: set[int] = set()
+        for row, ious in zip(reviewed, overlap):
+            free = [j for j in np.argsort(-ious, kind="stable").tolist() if j not in taken]
+            if free and ious[free[0]] >= REVIEW_KEPT_IOU:
+                taken.add(free[0])
+                if row["review"] == "confirmed":
+                    db.execute("UPDATE detections SET review = ?, car_id = ?, decision = 'match' WHERE id = ?",
+                               (row["review"], row["car_id"], ids[free[0]]))
+                else:
+                    db.execute("UPDATE detections SET review = ? WHERE id = ?", (row["review"], ids[free[0]]))
+            elif row["review"] == "confirmed":
+                db.execute(
+                    "INSERT INTO detections (photo_id, box, detector_score, label, decision, car_id, score, candidates,"
+                    " review, embedding, number, evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (photo_id, row["box"], row["detector_score"], row["label"], row["decision"], row["car_id"],
+                     row["score"], row["candidates"], row["review"], row["embedding"], row["number"], row["evidence"]),
+                )
 
     def match_detections(self, matches: list[tuple[int, str, float | None, dict[str, Any]]]) -> None:
         """(detection id, car id, score, evidence) of detections matched after
