@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -32,6 +33,10 @@ from sidecar.config import settings_from_env
 from sidecar.engine import Engine
 from sidecar.stages.detect import Detector, box_area, box_intersection, box_iou
 
+LabelledImages = list[tuple[Path, Sequence[float]]]
+"""Images, each with the box of its one labelled car [x1, y1, x2, y2]."""
+
+
 THRESHOLDS: tuple[float | None, ...] = (0.5, 0.4, 0.35, 0.3, 0.25, 0.2, None)
 """None: each head's own min_score from the manifest, as identify and tag run it."""
 DETECTORS = ("nanodet-m-coco", "liveryid-vehicle-nanodet")
@@ -41,19 +46,19 @@ PART_OR_LOOSE = 0.8
 """A false box with this share of itself on the car boxes a part of it; one holding this share of the car, a loose box."""
 
 
-def overlaps(detector: Detector, images: Sequence[tuple[Path, Sequence[float]]]
-             ) -> dict[float | None, list[np.ndarray]]:
+def overlaps(detector: Detector, images: LabelledImages,
+             thresholds: Sequence[float | None] = THRESHOLDS) -> dict[float | None, list[np.ndarray]]:
     """Per threshold and image, for each reported box: its IoU with the labelled car, the share of
     the box on the car and the share of the car in the box (boxes, 3). Each threshold is a run of
     its own: a detector with several heads falls back on the next one only when the first finds
     nothing at that threshold."""
-    found: dict[float | None, list[np.ndarray]] = {threshold: [] for threshold in THRESHOLDS}
+    found: dict[float | None, list[np.ndarray]] = {threshold: [] for threshold in thresholds}
     for path, box in images:
         image = cv2.imread(str(path))
         if image is None:
             sys.exit(f"cannot read {path}")
         car = np.asarray([box], np.float32)
-        for threshold in THRESHOLDS:
+        for threshold in thresholds:
             boxes = detector(image, threshold, detector.vehicle_class_ids).boxes
             iou = box_iou(boxes, car)[:, 0]
             shared = box_intersection(boxes, car)[:, 0]
@@ -61,37 +66,68 @@ def overlaps(detector: Detector, images: Sequence[tuple[Path, Sequence[float]]]
     return found
 
 
+@dataclass(frozen=True)
+class Figures:
+    """One detector's figures at one threshold."""
+
+    epfl_recall: float
+    epfl_off_car: float
+    epfl_second: float
+    f1_correct: float
+    f1_false: float
+    f1_part: float
+    f1_loose: float
+
+    def cells(self) -> str:
+        return (f"{self.epfl_recall:.1%} | {self.epfl_off_car:.3f} | {self.epfl_second:.3f} | {self.f1_correct:.1%} "
+                f"| {self.f1_false:.3f} ({self.f1_part:.3f} / {self.f1_loose:.3f} / "
+                f"{self.f1_false - self.f1_part - self.f1_loose:.3f})")
+
+
+def figures(on_epfl: list[np.ndarray], on_f1: list[np.ndarray]) -> Figures:
+    """The figures from `overlaps` at one threshold, on EPFL and on the F1 images."""
+    epfl_iou = [o[:, 0] for o in on_epfl]
+    f1_found = [bool((o[:, 0] >= 0.5).any()) for o in on_f1]
+    false = [o[np.arange(len(o)) != np.argmax(o[:, 0])] if hit else o for o, hit in zip(on_f1, f1_found)]
+    return Figures(
+        epfl_recall=float(np.mean([bool((iou >= 0.5).any()) for iou in epfl_iou])),
+        epfl_off_car=float(np.mean([int((iou < 0.1).sum()) for iou in epfl_iou])),
+        epfl_second=float(np.mean([int((iou >= 0.1).sum()) - int((iou >= 0.5).any()) for iou in epfl_iou])),
+        f1_correct=float(np.mean(f1_found)),
+        f1_false=float(np.mean([len(o) for o in false])),
+        f1_part=float(np.mean([int((o[:, 1] >= PART_OR_LOOSE).sum()) for o in false])),
+        f1_loose=float(np.mean([int(((o[:, 1] < PART_OR_LOOSE) & (o[:, 2] >= PART_OR_LOOSE)).sum()) for o in false])),
+    )
+
+
+TABLE_HEADER = ("| EPFL recall @IoU0.5 | EPFL off-car boxes/photo | EPFL second boxes on the car/photo "
+                "| F1 images with a correct box | F1 false boxes/photo (a part of the car / loose / elsewhere) |")
+
+
+def labelled_images(all_epfl: bool = False) -> tuple[LabelledImages, LabelledImages]:
+    """(EPFL frames, F1 images), each with its labelled box; EPFL cars 06-10 only unless `all_epfl`."""
+    if not DATA_DIR.is_dir():
+        sys.exit(f"no development data at {DATA_DIR}")
+    epfl: LabelledImages = [(f.path, f.box) for f in epfl_frames() if all_epfl or f.car not in DETECTOR_TRAIN_CARS]
+    return epfl, list(f1_boxes())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--detectors", default=",".join(DETECTORS), help="manifest names, comma-separated")
     parser.add_argument("--all-epfl", action="store_true", help="include the EPFL cars the detector trains on")
     args = parser.parse_args()
-    if not DATA_DIR.is_dir():
-        sys.exit(f"no development data at {DATA_DIR}")
-    epfl = [(f.path, f.box) for f in epfl_frames() if args.all_epfl or f.car not in DETECTOR_TRAIN_CARS]
-    f1 = f1_boxes()
+    epfl, f1 = labelled_images(args.all_epfl)
     print(f"EPFL frames: {len(epfl)} ({'all cars' if args.all_epfl else 'cars 06-10, never trained on'}); "
           f"F1 game images with a labelled box: {len(f1)}")
-    print("| detector | min_score | EPFL recall @IoU0.5 | EPFL off-car boxes/photo | EPFL second boxes on the car/photo "
-          "| F1 images with a correct box | F1 false boxes/photo (a part of the car / loose / elsewhere) |")
+    print(f"| detector | min_score {TABLE_HEADER}")
     print("|---|---|---|---|---|---|---|")
     for name in args.detectors.split(","):
         detector = Engine(settings_from_env(detector=name)).detector()
         on_epfl, on_f1 = overlaps(detector, epfl), overlaps(detector, f1)
         for threshold in THRESHOLDS:
-            epfl_iou = [o[:, 0] for o in on_epfl[threshold]]
-            recall = np.mean([bool((iou >= 0.5).any()) for iou in epfl_iou])
-            off_car = np.mean([int((iou < 0.1).sum()) for iou in epfl_iou])
-            second = np.mean([int((iou >= 0.1).sum()) - int((iou >= 0.5).any()) for iou in epfl_iou])
-            f1_found = [bool((o[:, 0] >= 0.5).any()) for o in on_f1[threshold]]
-            false = [o[np.arange(len(o)) != np.argmax(o[:, 0])] if hit else o
-                     for o, hit in zip(on_f1[threshold], f1_found)]
-            part = np.mean([int((o[:, 1] >= PART_OR_LOOSE).sum()) for o in false])
-            loose = np.mean([int(((o[:, 1] < PART_OR_LOOSE) & (o[:, 2] >= PART_OR_LOOSE)).sum()) for o in false])
-            f1_false = np.mean([len(o) for o in false])
             shown = "default" if threshold is None else f"{threshold:.2f}"
-            print(f"| {name} | {shown} | {recall:.1%} | {off_car:.3f} | {second:.3f} | {np.mean(f1_found):.1%} "
-                  f"| {f1_false:.3f} ({part:.3f} / {loose:.3f} / {f1_false - part - loose:.3f}) |")
+            print(f"| {name} | {shown} | {figures(on_epfl[threshold], on_f1[threshold]).cells()} |")
 
 
 if __name__ == "__main__":

@@ -17,9 +17,6 @@ cars higher would win rank-1 and lose the open set. About 15 minutes on
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -27,11 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from bench.datasets import DATA_DIR
+from bench.retrained import retrained_models
 from sidecar import evaluation
 from sidecar.config import DEFAULT_MODELS_DIR, settings_from_env
 from sidecar.engine import Engine
 from sidecar.identification import match_policy
-from sidecar.inference.manifest import sha256_of
 from sidecar.stages.match import MatchPolicy
 
 EMBEDDER = "liveryid-reid-mnv2"
@@ -39,22 +36,6 @@ EVAL_DIR = Path(".cache/eval")
 REAL = ["epfl-1ref.json", "epfl-3ref.json", "khoa.json", "khoa-detected.json"]
 RENDERED = ["f1-3ref.json", "f1-boxed/f1-3ref-boxed.json"]  # the F1 game's images are renders too
 THRESHOLDS = np.round(np.arange(0.70, 0.901, 0.025), 3)
-
-
-def trained_models(identities: int, folder: Path) -> Path:
-    """A models folder holding the shipped models, the embedder retrained with `identities` rendered ones."""
-    manifest = json.loads((DEFAULT_MODELS_DIR / "manifest.json").read_text())
-    for entry in manifest["models"]:
-        target = folder / entry["file"]
-        if entry["name"] != EMBEDDER:
-            target.symlink_to(DEFAULT_MODELS_DIR / entry["file"])
-            continue
-        subprocess.run([sys.executable, DEFAULT_MODELS_DIR / "train_reid.py", "--cache", ".cache", "--output", target,
-                        "--synthetic-identities", str(identities)], check=True, stdout=sys.stderr,
-                       env={**os.environ, "PYTHONPATH": str(DEFAULT_MODELS_DIR.parent)})
-        entry["sha256"] = sha256_of(target)
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return folder
 
 
 def measure(label: str, models_dir: Path) -> None:
@@ -86,7 +67,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     measure("shipped", DEFAULT_MODELS_DIR)
     with tempfile.TemporaryDirectory() as tmp:
-        measure(f"+ {args.identities} synthetic identities", trained_models(args.identities, Path(tmp)))
+        models = retrained_models(EMBEDDER, "train_reid.py", ["--synthetic-identities", str(args.identities)], Path(tmp))
+        measure(f"+ {args.identities} synthetic identities", models)
 
 
 if __name__ == "__main__":

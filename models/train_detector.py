@@ -43,6 +43,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cache", type=Path, required=True)
     parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=HeadRecipe.seed,
+                        help=f"of the scenes, samples and weights (default {HeadRecipe.seed}, the shipped model's)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
     if not DATA_DIR.is_dir():
@@ -58,7 +60,7 @@ def main() -> None:
     crops = [cv2.imread(str(path)) for path, _ in khoa_images("train")]
     images += crops
     boxes += [np.asarray([[0, 0, crop.shape[1], crop.shape[0]]], np.float32) for crop in crops]
-    recipe = HeadRecipe()
+    recipe = HeadRecipe(seed=args.seed)
     cars, textures = torcs_assets(args.cache)
     rng = np.random.default_rng(recipe.seed)
     scenes = [scene(cars, textures, rng, empty=rng.random() < EMPTY_SCENE_SHARE) for _ in range(SYNTHETIC_SCENES)]
