@@ -260,6 +260,8 @@ def test_tagging_a_photo_again_replaces_its_result_and_keeps_the_users_reviews(t
         kept = by_box[(400, 0, 500, 100)]
         assert (kept.review, kept.car_id, kept.decision) == ("confirmed", "a", "match")
         np.testing.assert_array_equal(store.detection_vectors([kept.id]), unit(3)[None])
+        # Its embedding is the first tagging's: confirming it as a reference must know to embed it again.
+        assert [store.detection(i)[2] for i in (kept.id, second[1])] == ["models-1", "models-2"]
     finally:
         library.close()
 

@@ -19,7 +19,7 @@ import numpy as np
 from sidecar.errors import LibraryTooNew
 from sidecar.stages.detect import box_iou
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cars (
     id TEXT PRIMARY KEY,
@@ -78,7 +78,10 @@ CREATE TABLE IF NOT EXISTS detections (
     review TEXT,
     embedding BLOB NOT NULL,
     number TEXT,
-    evidence TEXT
+    evidence TEXT,
+    -- The tagging (models key) that computed this embedding when it is not its photo's:
+    -- a confirmed vehicle kept from an earlier tagging that the latest did not find.
+    models TEXT
 );
 CREATE INDEX IF NOT EXISTS detections_by_car ON detections(car_id);
 -- Tagging a photo again deletes its row and, through the cascade, its detections
@@ -88,10 +91,12 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 # Columns each schema version added, for libraries made by an earlier one.
 # Version 2: the racing number read on a detection and the evidence of its
-# decision; 3: the camera and capture time of a photo (bursts).
+# decision; 3: the camera and capture time of a photo (bursts); 4: the tagging a
+# kept detection's embedding comes from.
 MIGRATIONS = {
     2: [("detections", "number", "TEXT"), ("detections", "evidence", "TEXT")],
     3: [("photos", "camera", "TEXT"), ("photos", "captured_at", "REAL")],
+    4: [("detections", "models", "TEXT")],
 }
 INDEXES = "CREATE INDEX IF NOT EXISTS detections_by_number ON detections(number);"
 REVIEW_KEPT_IOU = 0.5
@@ -339,7 +344,7 @@ class Store:
         of the new detections, in order."""
         with self.transaction() as db:
             reviewed = db.execute(
-                "SELECT d.* FROM detections d JOIN photos p ON p.id = d.photo_id"
+                "SELECT d.*, COALESCE(d.models, p.models) AS tagged_with FROM detections d JOIN photos p ON p.id = d.photo_id"
                 " WHERE p.content_hash = ? AND d.review IS NOT NULL ORDER BY d.id", (content_hash,)).fetchall()
             db.execute("DELETE FROM photos WHERE content_hash = ?", (content_hash,))
             cursor = db.execute(
@@ -381,9 +386,10 @@ class Store:
             elif row["review"] == "confirmed":
                 db.execute(
                     "INSERT INTO detections (photo_id, box, detector_score, label, decision, car_id, score, candidates,"
-                    " review, embedding, number, evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " review, embedding, number, evidence, models) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (photo_id, row["box"], row["detector_score"], row["label"], row["decision"], row["car_id"],
-                     row["score"], row["candidates"], row["review"], row["embedding"], row["number"], row["evidence"]),
+                     row["score"], row["candidates"], row["review"], row["embedding"], row["number"], row["evidence"],
+                     row["tagged_with"]),
                 )
 
     def match_detections(self, matches: list[tuple[int, str, float | None, dict[str, Any]]]) -> None:
@@ -420,13 +426,15 @@ class Store:
         return [_detection_row(r) for r in rows], int(total)
 
     def detection(self, detection_id: int) -> tuple[DetectionRow, np.ndarray, str] | None:
-        """A detection, its embedding, and the models key its photo was tagged with."""
+        """A detection, its embedding, and the models key of the tagging that computed it (its photo's,
+        unless it is a confirmed vehicle kept from an earlier tagging)."""
         rows = self._rows(
-            "SELECT d.*, p.path, p.sensor_scale, p.models FROM detections d JOIN photos p ON p.id = d.photo_id WHERE d.id = ?",
+            "SELECT d.*, p.path, p.sensor_scale, COALESCE(d.models, p.models) AS tagged_with FROM detections d"
+            " JOIN photos p ON p.id = d.photo_id WHERE d.id = ?",
             (detection_id,))
         if not rows:
             return None
-        return _detection_row(rows[0]), np.frombuffer(rows[0]["embedding"], "<f4").copy(), rows[0]["models"]
+        return _detection_row(rows[0]), np.frombuffer(rows[0]["embedding"], "<f4").copy(), rows[0]["tagged_with"]
 
     def detection_vectors(self, detection_ids: list[int]) -> np.ndarray:
         """(N, dim) embeddings of detections, in the order given."""
