@@ -378,11 +378,7 @@ class Store:
             free = [j for j in np.argsort(-ious, kind="stable").tolist() if j not in taken]
             if free and ious[free[0]] >= REVIEW_KEPT_IOU:
                 taken.add(free[0])
-                if row["review"] == "confirmed":
-                    db.execute("UPDATE detections SET review = ?, car_id = ?, decision = 'match' WHERE id = ?",
-                               (row["review"], row["car_id"], ids[free[0]]))
-                else:
-                    db.execute("UPDATE detections SET review = ? WHERE id = ?", (row["review"], ids[free[0]]))
+                _set_review(db, ids[free[0]], row["review"], row["car_id"])
             elif row["review"] == "confirmed":
                 db.execute(
                     "INSERT INTO detections (photo_id, box, detector_score, label, decision, car_id, score, candidates,"
@@ -444,11 +440,16 @@ class Store:
 
     def review(self, detection_id: int, state: str, car_id: str | None) -> None:
         with self.transaction() as db:
-            if state == "confirmed":
-                db.execute("UPDATE detections SET review = ?, car_id = ?, decision = 'match' WHERE id = ?",
-                           (state, car_id, detection_id))
-            else:
-                db.execute("UPDATE detections SET review = ? WHERE id = ?", (state, detection_id))
+            _set_review(db, detection_id, state, car_id)
+
+
+def _set_review(db: sqlite3.Connection, detection_id: int, state: str, car_id: str | None) -> None:
+    """Confirmed: the detection is that car, a match; rejected: its match is ignored."""
+    if state == "confirmed":
+        db.execute("UPDATE detections SET review = ?, car_id = ?, decision = 'match' WHERE id = ?",
+                   (state, car_id, detection_id))
+    else:
+        db.execute("UPDATE detections SET review = ? WHERE id = ?", (state, detection_id))
 
 
 def _reference_row(r: sqlite3.Row) -> ReferenceRow:
