@@ -77,11 +77,11 @@ class Figures:
     f1_false: float
     f1_part: float
     f1_loose: float
+    f1_elsewhere: float
 
     def cells(self) -> str:
         return (f"{self.epfl_recall:.1%} | {self.epfl_off_car:.3f} | {self.epfl_second:.3f} | {self.f1_correct:.1%} "
-                f"| {self.f1_false:.3f} ({self.f1_part:.3f} / {self.f1_loose:.3f} / "
-                f"{self.f1_false - self.f1_part - self.f1_loose:.3f})")
+                f"| {self.f1_false:.3f} ({self.f1_part:.3f} / {self.f1_loose:.3f} / {self.f1_elsewhere:.3f})")
 
 
 def figures(on_epfl: list[np.ndarray], on_f1: list[np.ndarray]) -> Figures:
@@ -89,14 +89,17 @@ def figures(on_epfl: list[np.ndarray], on_f1: list[np.ndarray]) -> Figures:
     epfl_iou = [o[:, 0] for o in on_epfl]
     f1_found = [bool((o[:, 0] >= 0.5).any()) for o in on_f1]
     false = [o[np.arange(len(o)) != np.argmax(o[:, 0])] if hit else o for o, hit in zip(on_f1, f1_found)]
+    part = [o[:, 1] >= PART_OR_LOOSE for o in false]
+    loose = [(o[:, 1] < PART_OR_LOOSE) & (o[:, 2] >= PART_OR_LOOSE) for o in false]
     return Figures(
         epfl_recall=float(np.mean([bool((iou >= 0.5).any()) for iou in epfl_iou])),
         epfl_off_car=float(np.mean([int((iou < 0.1).sum()) for iou in epfl_iou])),
         epfl_second=float(np.mean([int((iou >= 0.1).sum()) - int((iou >= 0.5).any()) for iou in epfl_iou])),
         f1_correct=float(np.mean(f1_found)),
         f1_false=float(np.mean([len(o) for o in false])),
-        f1_part=float(np.mean([int((o[:, 1] >= PART_OR_LOOSE).sum()) for o in false])),
-        f1_loose=float(np.mean([int(((o[:, 1] < PART_OR_LOOSE) & (o[:, 2] >= PART_OR_LOOSE)).sum()) for o in false])),
+        f1_part=float(np.mean([int(p.sum()) for p in part])),
+        f1_loose=float(np.mean([int(l.sum()) for l in loose])),
+        f1_elsewhere=float(np.mean([int((~p & ~l).sum()) for p, l in zip(part, loose)])),
     )
 
 

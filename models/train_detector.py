@@ -43,6 +43,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cache", type=Path, required=True)
     parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--scenes", type=int, default=SYNTHETIC_SCENES,
+                        help=f"synthetic track photos to draw (default {SYNTHETIC_SCENES}, the shipped model's)")
     parser.add_argument("--seed", type=int, default=HeadRecipe.seed,
                         help=f"of the scenes, samples and weights (default {HeadRecipe.seed}, the shipped model's)")
     args = parser.parse_args()
@@ -63,7 +65,7 @@ def main() -> None:
     recipe = HeadRecipe(seed=args.seed)
     cars, textures = torcs_assets(args.cache)
     rng = np.random.default_rng(recipe.seed)
-    scenes = [scene(cars, textures, rng, empty=rng.random() < EMPTY_SCENE_SHARE) for _ in range(SYNTHETIC_SCENES)]
+    scenes = [scene(cars, textures, rng, empty=rng.random() < EMPTY_SCENE_SHARE) for _ in range(args.scenes)]
     images += [image for image, _ in scenes]
     boxes += [scene_boxes for _, scene_boxes in scenes]
     print(f"training on {len(frames)} EPFL frames of cars {sorted(DETECTOR_TRAIN_CARS)}, {len(crops)} Khoa train "
