@@ -28,11 +28,10 @@ import argparse
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 from msgspec import structs
 
-from bench.datasets import DATA_DIR, DETECTOR_TRAIN_CARS, epfl_frames, f1_boxes
+from bench.detection import labelled_images, loaded
 from sidecar.config import DEFAULT_MODELS_DIR, settings_from_env
 from sidecar.engine import Engine
 from sidecar.inference.session import OrtSession
@@ -59,13 +58,6 @@ def labelled(images: list[tuple[np.ndarray, np.ndarray]], detector: Detector) ->
         all_found += int(hits.all())
         extra += len(boxes) - int(hits.sum())  # every box but one per car found is false, as in bench.detection
     return all_found / len(images), found / sum(len(t) for _, t in images), extra / len(images)
-
-
-def read(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path))
-    if image is None:
-        sys.exit(f"cannot read {path}")
-    return image
 
 
 def multi_car_scenes(count: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -96,8 +88,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenes", type=int, default=300, help="synthetic photos of several cars (default 300)")
     args = parser.parse_args()
-    if not DATA_DIR.is_dir():
-        sys.exit(f"no development data at {DATA_DIR}")
+    epfl_images, f1_images = labelled_images()
     settings = settings_from_env()
     engine = Engine(settings)
     detector = engine.detector()
@@ -107,8 +98,7 @@ def main() -> None:
     keeping = build_detector(
         structs.replace(detector.spec, heads=[structs.replace(h, drop_nested=None) for h in detector.spec.heads]),
         OrtSession(engine.model_file(detector.spec.name), settings.intra_op_threads, settings.spin_wait))
-    f1 = [(read(path), np.asarray([box], np.float32)) for path, box in f1_boxes()]
-    epfl = [(read(f.path), np.asarray([f.box], np.float32)) for f in epfl_frames() if f.car not in DETECTOR_TRAIN_CARS]
+    f1, epfl = loaded(f1_images), loaded(epfl_images)
     scenes = multi_car_scenes(args.scenes)
     cars = sum(len(boxes) for _, boxes in scenes)
     share = max(s for s in shares if s)

@@ -4,8 +4,12 @@ README). Nothing here copies the data; callers skip when it is absent."""
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+import cv2
+import numpy as np
 
 from sidecar.stages.decode import IMAGE_SUFFIXES
 
@@ -78,3 +82,11 @@ def khoa_images(split: str) -> list[tuple[Path, str]]:
     """(crop, vehicle) for the Khoa `train` or `val` split (`<type>_<id>_cam<n>.jpg`)."""
     names = [n.strip() for n in (KHOA_DIR / f"{split}.txt").read_text().split("\n") if n.strip()]
     return [(KHOA_DIR / "images" / name, name.rsplit("_cam", 1)[0]) for name in names]
+
+
+def read_image(path: Path) -> np.ndarray:
+    """A development image as BGR; a bench stops on one it cannot read."""
+    image = cv2.imread(str(path))
+    if image is None:
+        sys.exit(f"cannot read {path}")
+    return image

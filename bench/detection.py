@@ -25,10 +25,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from bench.datasets import DATA_DIR, DETECTOR_TRAIN_CARS, epfl_frames, f1_boxes
+from bench.datasets import DATA_DIR, DETECTOR_TRAIN_CARS, epfl_frames, f1_boxes, read_image
 from sidecar.config import settings_from_env
 from sidecar.engine import Engine
 from sidecar.stages.detect import Detector, box_area, box_intersection, box_iou
@@ -54,9 +53,7 @@ def overlaps(detector: Detector, images: LabelledImages,
     nothing at that threshold."""
     found: dict[float | None, list[np.ndarray]] = {threshold: [] for threshold in thresholds}
     for path, box in images:
-        image = cv2.imread(str(path))
-        if image is None:
-            sys.exit(f"cannot read {path}")
+        image = read_image(path)
         car = np.asarray([box], np.float32)
         for threshold in thresholds:
             boxes = detector(image, threshold, detector.vehicle_class_ids).boxes
@@ -113,6 +110,11 @@ def labelled_images(all_epfl: bool = False) -> tuple[LabelledImages, LabelledIma
         sys.exit(f"no development data at {DATA_DIR}")
     epfl: LabelledImages = [(f.path, f.box) for f in epfl_frames() if all_epfl or f.car not in DETECTOR_TRAIN_CARS]
     return epfl, list(f1_boxes())
+
+
+def loaded(images: LabelledImages) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The images read, each with its car's box as a (1, 4) array, for benches that run them more than once."""
+    return [(read_image(path), np.asarray([box], np.float32)) for path, box in images]
 
 
 def main() -> None:

@@ -19,13 +19,12 @@ fetches it into .cache).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 import numpy as np
 
-from bench.containment import cars_found, multi_car_scenes, read
-from bench.datasets import DATA_DIR, DETECTOR_TRAIN_CARS, epfl_frames, f1_boxes
+from bench.containment import cars_found, multi_car_scenes
+from bench.detection import labelled_images, loaded
 from sidecar.config import settings_from_env
 from sidecar.engine import Engine
 from sidecar.stages.detect import Detector, detect_tiled
@@ -62,12 +61,10 @@ def main() -> None:
     parser.add_argument("--scenes", type=int, default=300)
     parser.add_argument("--grids", type=int, nargs="+", default=[1, 2, 3])
     args = parser.parse_args()
-    if not DATA_DIR.is_dir():
-        sys.exit(f"no development data at {DATA_DIR}")
+    epfl_images, f1_images = labelled_images()
     detector = Engine(settings_from_env()).detector()
     scenes = multi_car_scenes(args.scenes)
-    f1 = [(read(path), np.asarray([box], np.float32)) for path, box in f1_boxes()]
-    epfl = [(read(f.path), np.asarray([f.box], np.float32)) for f in epfl_frames() if f.car not in DETECTOR_TRAIN_CARS]
+    f1, epfl = loaded(f1_images), loaded(epfl_images)
     print(f"{detector.spec.name} {detector.spec.version}, calibrated scores; {len(scenes)} synthetic photos of "
           f"{sum(len(t) for _, t in scenes)} cars, {len(f1)} F1 images, {len(epfl)} EPFL frames")
     buckets = [f"< {WIDTHS[0]:.0%}"] + [f"{a:.0%}-{b:.0%}" for a, b in zip(WIDTHS, WIDTHS[1:])] + [f">= {WIDTHS[-1]:.0%}"]
