@@ -33,7 +33,7 @@ from sidecar.training.vehicle_head import FeatureExtractor, HeadRecipe, coco_hea
 from torcs import torcs_assets
 
 BASE_DETECTOR = "nanodet-m-coco"
-SYNTHETIC_SCENES = 1000
+SYNTHETIC_SCENES = 2000
 EMPTY_SCENE_SHARE = 0.2
 """Scenes drawn without a car: track, kerbs and walls as negatives, so that a stretch of asphalt
 framed like a car is not one."""
