@@ -194,11 +194,12 @@ class Engine:
             self._library = None
 
     def models_key(self, read_numbers: ReadNumbers, embedder: Embedder, min_score: float | None = None,
-                   tiles: int = 1) -> str:
+                   tiles: int = 1, threshold: float | None = None, margin: float | None = None) -> str:
         """Names and hashes of the models a tagging result depends on, and the
-        settings that change what they find: whether numbers were read on unsure
-        vehicles only, a detector score other than the calibrated one, tiles.
-        Tagging again with any of them changed is not a repeat."""
+        settings that change what they find or decide: whether numbers were read
+        on unsure vehicles only, a detector score other than the calibrated one,
+        tiles, a match threshold or margin other than the embedder's. Tagging
+        again with any of them changed is not a repeat."""
         detector = self.detector()
         models = [(detector.spec.name, detector.spec), (embedder.key, embedder.spec)]
         if read_numbers:
@@ -208,6 +209,8 @@ class Engine:
         settings = ["numbers-if-unsure"] if read_numbers == "unsure" else []
         settings += [] if min_score is None else [f"min-score{min_score:g}"]
         settings += [] if tiles == 1 else [f"tiles{tiles}"]
+        settings += [] if threshold in (None, embedder.spec.match_threshold) else [f"threshold{threshold:g}"]
+        settings += [] if margin in (None, embedder.spec.match_margin) else [f"margin{margin:g}"]
         return "+".join([key, *settings])
 
     def vehicle_classes(self, names: list[str] | None) -> list[int]:

@@ -183,7 +183,8 @@ class Identification:
         photos = sorted(set(expand_photos(params.images, params.recursive)))
         # One embedder and index for the whole run, whatever `embedder.use` does meanwhile.
         matcher = self.engine.matcher()
-        models = self.engine.models_key(params.read_numbers, matcher.embedder, params.min_score, params.tiles)
+        models = self.engine.models_key(params.read_numbers, matcher.embedder, params.min_score, params.tiles,
+                                        params.threshold, params.margin)
         numbers = {car.id: car.number for car in library.store.cars()}
         counts = {"match": 0, "ambiguous": 0, "unknown": 0}
         tagged = skipped = numbers_read = 0

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 from bench.datasets import epfl_frames
+from sidecar.config import Settings
+from sidecar.inference.manifest import load_manifest
 from sidecar.library.library import Library
 from tests.conftest import FIXTURES
 from tests.sidecar_process import SidecarProcess
@@ -110,6 +112,16 @@ def test_enroll_identify_tag_review_and_export(tmp_path: Path, dev_data: Path) -
         assert found <= process.request("results.query", {}, id="after")["result"]["total"] <= found + 1
         kept = process.request("results.query", {"review": "confirmed"}, id="kept")["result"]["detections"]
         assert [(d["car_id"], d["path"]) for d in kept] == [(car_ids[2], one["path"])]
+
+        # Another match threshold decides anew; the calibrated one spelled out is a repeat.
+        settings = {"images": [str(event)], "min_score": 0.1, "tiles": 2}
+        defaults = Settings()
+        calibrated = load_manifest(defaults.models_dir).get(defaults.embedder).match_threshold
+        same = process.request("tag", {**settings, "threshold": calibrated}, id="same")["result"]
+        assert (same["tagged"], same["skipped"]) == (0, 3)
+        strict = process.request("tag", {**settings, "threshold": 0.999}, id="strict")["result"]
+        assert (strict["tagged"], strict["skipped"], strict["matched"]) == (3, 0, 0)
+        assert strict["ambiguous"] + strict["unknown"] == found
     finally:
         process.kill()
 

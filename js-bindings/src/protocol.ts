@@ -698,7 +698,7 @@ export interface TagParams {
   images: [string, ...string[]];
   recursive?: boolean;
   /**
-   * Tag again photos already tagged with the same models and settings (min_score, tiles, read_numbers). A photo tagged again, with these or others, has its result replaced; the user's reviews move to the new detections of the same vehicles.
+   * Tag again photos already tagged with the same models and settings (min_score, tiles, read_numbers, threshold, margin). A photo tagged again, with these or others, has its result replaced; the user's reviews move to the new detections of the same vehicles.
    */
   rescan?: boolean;
   /**

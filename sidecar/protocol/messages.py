@@ -460,9 +460,9 @@ class TagParams(MatchOptions, kw_only=True):
     images: Annotated[list[str], Meta(min_length=1, description="Paths of photos and folders (folders are walked).")]
     recursive: bool = True
     rescan: Annotated[bool, Meta(description=(
-        "Tag again photos already tagged with the same models and settings (min_score, tiles, read_numbers). A "
-        "photo tagged again, with these or others, has its result replaced; the user's reviews move to the new "
-        "detections of the same vehicles."))] = False
+        "Tag again photos already tagged with the same models and settings (min_score, tiles, read_numbers, threshold, "
+        "margin). A photo tagged again, with these or others, has its result replaced; the user's reviews move to the "
+        "new detections of the same vehicles."))] = False
     sequence_gap_s: Annotated[float, Meta(ge=0.0, le=60.0, description=(
         "Photos of one camera (EXIF body serial, else make and model) taken at most this many seconds apart form "
         "a burst, whose confident frames name the car in the others; 0 turns bursts off."))] = 2.0
