@@ -277,7 +277,8 @@ def _library_command(args: argparse.Namespace, engine: Engine) -> int:
         params = TagParams(images=[str(p) for p in args.paths], rescan=args.rescan, read_numbers=number_reading(args),
                            sequence_gap_s=args.burst_gap, tiles=args.tiles, progress=True, **options)
         result = identification.tag(params, RequestContext(0, CancelToken(), True, _progress_bar))
-        print(f"{result.total} photo(s): {result.tagged} tagged, {result.skipped} already done, {len(result.failed)} failed; "
+        print(f"{result.total} photo(s): {result.tagged} tagged ({result.replaced} replacing an earlier result), "
+              f"{result.skipped} already done, {len(result.failed)} failed; "
               f"vehicles: {result.matched} matched, {result.ambiguous} ambiguous, {result.unknown} unknown; "
               f"a number read on {result.numbers}, {result.by_sequence} named by their burst")
         for failure in result.failed:

@@ -187,7 +187,7 @@ class Identification:
                                         params.threshold, params.margin)
         numbers = {car.id: car.number for car in library.store.cars()}
         counts = {"match": 0, "ambiguous": 0, "unknown": 0}
-        tagged = skipped = numbers_read = 0
+        tagged = skipped = replaced = numbers_read = 0
         failed: list[TagFailure] = []
         shots: list[Shot] = []
         # What a burst may change, by detection id: decision, evidence and appearance's scores as stored.
@@ -226,9 +226,11 @@ class Identification:
                 ))
             capture = read_capture(loaded.data)
             with watch.stage("store"):
-                ids = library.store.save_photo(str(path), loaded.content_hash, models, *decoded.size, decoded.sensor_scale,
-                                               detections, capture.camera, capture.time)
+                saved = library.store.save_photo(str(path), loaded.content_hash, models, *decoded.size,
+                                                 decoded.sensor_scale, detections, capture.camera, capture.time)
+            ids = saved.detection_ids
             tagged += 1
+            replaced += saved.replaced
             if params.sequence_gap_s > 0 and capture.camera is not None and capture.time is not None:
                 shots.append(Shot(capture.camera, capture.time, [
                     Sighting(key, d.decision, d.car_id, [c["car_id"] for c in d.candidates], bool(f.conflict))
@@ -240,7 +242,7 @@ class Identification:
         elapsed = time.monotonic() - started
         context.progress(len(photos), len(photos), "done", len(photos) / max(elapsed, 1e-6))
         return TagResult(
-            total=len(photos), tagged=tagged, skipped=skipped, failed=failed,
+            total=len(photos), tagged=tagged, skipped=skipped, replaced=replaced, failed=failed,
             matched=counts["match"], ambiguous=counts["ambiguous"], unknown=counts["unknown"], numbers=numbers_read,
             by_sequence=by_sequence, seconds=round(elapsed, 3), stage_seconds=watch.rounded(),
         )

@@ -77,7 +77,7 @@ def test_enroll_identify_tag_review_and_export(tmp_path: Path, dev_data: Path) -
             assert best["candidates"][0]["car_id"] == car_ids[car]
 
         tagged = process.request("tag", {"images": [str(event)], "min_score": 0.1}, id="tag")["result"]
-        assert (tagged["total"], tagged["tagged"], tagged["skipped"]) == (4, 3, 0)
+        assert (tagged["total"], tagged["tagged"], tagged["skipped"], tagged["replaced"]) == (4, 3, 0, 0)
         assert [f["code"] for f in tagged["failed"]] == [-32001]
         again = process.request("tag", {"images": [str(event)], "min_score": 0.1}, id="again")["result"]
         assert (again["tagged"], again["skipped"]) == (0, 3)
@@ -107,7 +107,7 @@ def test_enroll_identify_tag_review_and_export(tmp_path: Path, dev_data: Path) -
         # Other settings are not a repeat: each photo's result is replaced, not added to, and the
         # user's confirmation stays (on the vehicle boxed again, or as confirmed if not found again).
         retag = process.request("tag", {"images": [str(event)], "min_score": 0.1, "tiles": 2}, id="retag")["result"]
-        assert (retag["tagged"], retag["skipped"]) == (3, 0)
+        assert (retag["tagged"], retag["skipped"], retag["replaced"]) == (3, 0, 3)
         found = retag["matched"] + retag["ambiguous"] + retag["unknown"]
         assert found <= process.request("results.query", {}, id="after")["result"]["total"] <= found + 1
         kept = process.request("results.query", {"review": "confirmed"}, id="kept")["result"]["detections"]
@@ -120,7 +120,7 @@ def test_enroll_identify_tag_review_and_export(tmp_path: Path, dev_data: Path) -
         same = process.request("tag", {**settings, "threshold": calibrated}, id="same")["result"]
         assert (same["tagged"], same["skipped"]) == (0, 3)
         strict = process.request("tag", {**settings, "threshold": 0.999}, id="strict")["result"]
-        assert (strict["tagged"], strict["skipped"], strict["matched"]) == (3, 0, 0)
+        assert (strict["tagged"], strict["skipped"], strict["replaced"], strict["matched"]) == (3, 0, 3, 0)
         assert strict["ambiguous"] + strict["unknown"] == found
     finally:
         process.kill()

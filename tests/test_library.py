@@ -242,26 +242,27 @@ def test_tagging_a_photo_again_replaces_its_result_and_keeps_the_users_reviews(t
     try:
         first = store.save_photo("/e/1.jpg", "h", "models-1", 640, 480, None, [
             found([0, 0, 100, 100], 1), found([200, 0, 300, 100], 2), found([400, 0, 500, 100], 3), found([0, 300, 50, 350], 4)])
-        store.review(first[0], "confirmed", "a")
-        store.review(first[1], "rejected", None)
-        store.review(first[2], "confirmed", "a")
+        store.review(first.detection_ids[0], "confirmed", "a")
+        store.review(first.detection_ids[1], "rejected", None)
+        store.review(first.detection_ids[2], "confirmed", "a")
         # Tagged again with other models or settings: the first and second vehicles boxed a little
         # differently, the third not found, a new one found.
         second = store.save_photo("/e/1.jpg", "h", "models-2", 640, 480, None, [
             found([205, 5, 300, 100], 5), found([5, 0, 100, 105], 6), found([600, 0, 640, 50], 7)])
         assert store.photo_done("h", "models-2") and not store.photo_done("h", "models-1")
+        assert (first.replaced, second.replaced) == (False, True)
         rows, total = store.query_detections(None, None, None, None, None, 10, 0)
         assert total == 4  # the photo once: three new detections and the confirmed vehicle not found again
         by_box = {tuple(r.box): r for r in rows}
         assert (by_box[(5, 0, 100, 105)].review, by_box[(5, 0, 100, 105)].car_id) == ("confirmed", "a")
-        assert by_box[(5, 0, 100, 105)].decision == "match" and by_box[(5, 0, 100, 105)].id == second[1]
+        assert by_box[(5, 0, 100, 105)].decision == "match" and by_box[(5, 0, 100, 105)].id == second.detection_ids[1]
         assert by_box[(205, 5, 300, 100)].review == "rejected"
         assert by_box[(600, 0, 640, 50)].review is None
         kept = by_box[(400, 0, 500, 100)]
         assert (kept.review, kept.car_id, kept.decision) == ("confirmed", "a", "match")
         np.testing.assert_array_equal(store.detection_vectors([kept.id]), unit(3)[None])
         # Its embedding is the first tagging's: confirming it as a reference must know to embed it again.
-        assert [store.detection(i)[2] for i in (kept.id, second[1])] == ["models-1", "models-2"]
+        assert [store.detection(i)[2] for i in (kept.id, second.detection_ids[1])] == ["models-1", "models-2"]
     finally:
         library.close()
 

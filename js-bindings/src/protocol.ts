@@ -713,6 +713,10 @@ export interface TagResult {
    * Already tagged with the same models and settings (same content hash).
    */
   skipped: number;
+  /**
+   * Of `tagged`, photos whose earlier result (with other models or settings, or `rescan`) this run replaced.
+   */
+  replaced: number;
   failed: TagFailure[];
   matched: number;
   ambiguous: number;

@@ -150,6 +150,14 @@ class NewDetection(DetectionFields):
     embedding: np.ndarray
 
 
+@dataclass(frozen=True)
+class SavedPhoto:
+    detection_ids: list[int]
+    """The new detections' ids, in order."""
+    replaced: bool
+    """An earlier tagging of the same content was replaced."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class DetectionRow(DetectionFields):
     """A stored detection, with its photo."""
@@ -334,19 +342,18 @@ class Store:
     def save_photo(
         self, path: str, content_hash: str, models: str, width: int, height: int, sensor_scale: float | None,
         detections: list[NewDetection], camera: str | None = None, captured_at: float | None = None,
-    ) -> list[int]:
+    ) -> SavedPhoto:
         """One photo and its detections, replacing every earlier tagging of the
         same content: a photo's result is its latest tagging, whatever models
         or settings it ran with, so results and exports hold each photo once.
         The user's reviews outlive it: each passes to the new detection boxing
         the same vehicle (IoU >= REVIEW_KEPT_IOU), and a confirmed vehicle the
-        new tagging does not find is kept as it was confirmed. Returns the ids
-        of the new detections, in order."""
+        new tagging does not find is kept as it was confirmed."""
         with self.transaction() as db:
             reviewed = db.execute(
                 "SELECT d.*, COALESCE(d.models, p.models) AS tagged_with FROM detections d JOIN photos p ON p.id = d.photo_id"
                 " WHERE p.content_hash = ? AND d.review IS NOT NULL ORDER BY d.id", (content_hash,)).fetchall()
-            db.execute("DELETE FROM photos WHERE content_hash = ?", (content_hash,))
+            replaced = db.execute("DELETE FROM photos WHERE content_hash = ?", (content_hash,)).rowcount > 0
             cursor = db.execute(
                 "INSERT INTO photos (path, content_hash, models, width, height, sensor_scale, tagged_at, camera, captured_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -365,7 +372,7 @@ class Store:
                 assert cursor.lastrowid is not None
                 ids.append(cursor.lastrowid)
             self._keep_reviews(db, photo_id, reviewed, ids, [d.box for d in detections])
-            return ids
+            return SavedPhoto(ids, replaced)
 
     @staticmethod
     def _keep_reviews(db: sqlite3.Connection, photo_id: int | None, reviewed: list[sqlite3.Row], ids: list[int],

@@ -478,6 +478,8 @@ class TagResult(Message):
     total: int
     tagged: int
     skipped: Annotated[int, Meta(description="Already tagged with the same models and settings (same content hash).")]
+    replaced: Annotated[int, Meta(description=(
+        "Of `tagged`, photos whose earlier result (with other models or settings, or `rescan`) this run replaced."))]
     failed: list[TagFailure]
     matched: int
     ambiguous: int
