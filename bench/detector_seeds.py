@@ -12,7 +12,7 @@ change to the recipe is worth keeping when it moves the mean over seeds,
 not one seed's figure: with 93 F1 images one image is 1.1 points.
 `--scenes N` builds them with N synthetic scenes instead of the shipped
 recipe's 2,000 (seed 0 too, then: the shipped row stays for reference). About
-8 minutes a seed on 2 cores, with a peak of 15 GB (6 minutes with 1,000
+8 minutes a seed on 2 cores, with a peak of 11 GB (6 minutes with 1,000
 scenes); needs the development data and Debian's torcs-data.
 """
 

@@ -18,13 +18,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
-import cv2
 import numpy as np
 import onnx
 
-from bench.datasets import DATA_DIR, DETECTOR_TRAIN_CARS, epfl_frames, khoa_images
+from bench.datasets import DATA_DIR, DETECTOR_TRAIN_CARS, epfl_frames, khoa_images, read_image
 from canonical_onnx import save_canonical
 from sidecar.config import DEFAULT_MODELS_DIR
 from sidecar.inference.manifest import load_manifest
@@ -57,22 +57,25 @@ def main() -> None:
     coco_head_spec = base.heads[0]
     vehicle_ids = [coco_head_spec.classes.index(name) for name in coco_head_spec.vehicle_classes]
     frames = [f for f in epfl_frames() if f.car in DETECTOR_TRAIN_CARS]
-    images = [cv2.imread(str(f.path)) for f in frames]
-    boxes = [np.asarray([f.box], np.float32) for f in frames]
-    crops = [cv2.imread(str(path)) for path, _ in khoa_images("train")]
-    images += crops
-    boxes += [np.asarray([[0, 0, crop.shape[1], crop.shape[0]]], np.float32) for crop in crops]
+    crop_paths = [path for path, _ in khoa_images("train")]
     recipe = HeadRecipe(seed=args.seed)
     cars, textures = torcs_assets(args.cache)
     rng = np.random.default_rng(recipe.seed)
-    scenes = [scene(cars, textures, rng, empty=rng.random() < EMPTY_SCENE_SHARE) for _ in range(args.scenes)]
-    images += [image for image, _ in scenes]
-    boxes += [scene_boxes for _, scene_boxes in scenes]
-    print(f"training on {len(frames)} EPFL frames of cars {sorted(DETECTOR_TRAIN_CARS)}, {len(crops)} Khoa train "
-          f"crops and {len(scenes)} synthetic scenes of {len(cars)} TORCS cars", file=sys.stderr)
+    print(f"training on {len(frames)} EPFL frames of cars {sorted(DETECTOR_TRAIN_CARS)}, {len(crop_paths)} Khoa "
+          f"train crops and {args.scenes} synthetic scenes of {len(cars)} TORCS cars", file=sys.stderr)
+
+    def labelled() -> Iterator[tuple[np.ndarray, np.ndarray, bool]]:
+        """Each training image as it is needed (the scenes alone would hold gigabytes)."""
+        for f in frames:
+            yield read_image(f.path), np.asarray([f.box], np.float32), False
+        for path in crop_paths:
+            crop = read_image(path)
+            yield crop, np.asarray([[0, 0, crop.shape[1], crop.shape[0]]], np.float32), True
+        for _ in range(args.scenes):
+            yield *scene(cars, textures, rng, empty=rng.random() < EMPTY_SCENE_SHARE), False
+
     extractor = FeatureExtractor(coco, base.input, recipe.threads, map_levels=recipe.retrained_3x3)
-    samples = collect(images, boxes, extractor, vehicle_ids, recipe,
-                      crops=[False] * len(frames) + [True] * len(crops) + [False] * len(scenes))
+    samples = collect(labelled(), extractor, vehicle_ids, recipe)
     head = train(samples, coco_head(coco), vehicle_ids, recipe, coco_head_3x3(coco))
     save_canonical(graft(coco, head), "liveryid vehicle detector: NanoDet-m, retrained head (3x3 convolutions, "
                    f"last layer and residual branch), {recipe}", args.output)

@@ -16,6 +16,7 @@ from sidecar.inference.manifest import load_manifest  # noqa: E402
 from sidecar.stages.preprocess import to_tensor  # noqa: E402
 from sidecar.training import vehicle_head  # noqa: E402
 from sidecar.training.vehicle_head import (  # noqa: E402
+    CellSamples,
     FeatureExtractor,
     HeadRecipe,
     VehicleHead,
@@ -63,6 +64,26 @@ def test_atss_picks_cells_inside_the_box_at_a_scale_that_fits_it() -> None:
     assert (assigned[(centres[:, 0] < 90) & (centres[:, 1] < 90)] == -1).all()
 
 
+def test_cell_samples_join_canvases_in_order_and_keep_only_the_joined_copy() -> None:
+    rng = np.random.default_rng(3)
+    samples = CellSamples()
+    features = [rng.normal(size=(n, 128)).astype(np.float32) for n in (5, 0, 7)]
+    maps = [rng.normal(size=(4, 4, 128)).astype(np.float16) for _ in features]
+    for canvas, (cells, padded) in enumerate(zip(features, maps)):
+        n = len(cells)
+        samples.add({2: padded}, features=cells, level=np.full(n, 2), centres=np.zeros((n, 2), np.float32),
+                    targets=np.zeros((n, 4), np.float32), weights=np.ones(n, np.float32),
+                    box_weights=np.ones(n, np.float32), canvas=np.full(n, canvas))
+    data = samples.stacked()
+    np.testing.assert_array_equal(data["features"].numpy(), np.concatenate(features))
+    np.testing.assert_array_equal(data["canvas"].numpy(), [0] * 5 + [2] * 7)
+    assert len(samples.features) == 1 and samples.stacked()["features"].data_ptr() == data["features"].data_ptr()
+    stacked = samples.stacked_maps()[2]
+    assert stacked.dtype == torch.float16
+    np.testing.assert_array_equal(stacked.numpy(), np.stack(maps))
+    assert samples.stacked_maps()[2].data_ptr() == stacked.data_ptr()
+
+
 def test_training_learns_to_score_the_labelled_object(coco_model: onnx.ModelProto) -> None:
     rng = np.random.default_rng(0)
     scenes = [striped_block(rng) for _ in range(8)]
@@ -73,7 +94,7 @@ def test_training_learns_to_score_the_labelled_object(coco_model: onnx.ModelProt
     recipe = HeadRecipe(canvases_per_image=3, iterations=150, batch_canvases=8, random_negatives=128)
     assert recipe.retrained_3x3  # the shipped recipe, stride 16 and 32 convolutions retrained
     extractor = FeatureExtractor(coco_model, COCO.input, threads=2, map_levels=recipe.retrained_3x3)
-    samples = collect([s[0] for s in scenes], [s[1] for s in scenes], extractor, VEHICLES, recipe, [False] * 10)
+    samples = collect([(image, boxes, False) for image, boxes in scenes], extractor, VEHICLES, recipe)
     data = samples.stacked()
     positive = ~torch.isnan(data["targets"][:, 0])
     assert not positive[data["canvas"] >= 8 * 3].any() and (data["canvas"] >= 8 * 3).any()
@@ -95,7 +116,7 @@ def test_training_learns_to_score_the_labelled_object(coco_model: onnx.ModelProt
 def test_training_3x3_convolutions_needs_their_maps(coco_model: onnx.ModelProto) -> None:
     image, box = striped_block(np.random.default_rng(2))
     recipe = HeadRecipe(canvases_per_image=1, iterations=1, batch_canvases=1)
-    samples = collect([image], [box], FeatureExtractor(coco_model, COCO.input, threads=2), VEHICLES, recipe, [False])
+    samples = collect([(image, box, False)], FeatureExtractor(coco_model, COCO.input, threads=2), VEHICLES, recipe)
     with pytest.raises(ValueError, match="needs their maps"):
         train(samples, coco_head(coco_model), VEHICLES, recipe, coco_head_3x3(coco_model))
 

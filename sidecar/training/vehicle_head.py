@@ -24,7 +24,7 @@ fall back on that head in the same run.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -112,17 +112,34 @@ class CellSamples:
             self.maps.setdefault(level, []).append(padded.astype(np.float16))
 
     def stacked_maps(self) -> dict[int, torch.Tensor]:
-        """Per map level, the canvases' maps as one (canvases, H + 2, W + 2, 128) tensor; stacked
-        in place, so that the per-canvas copies are let go (they are a gigabyte and more)."""
-        for level, maps in self.maps.items():
+        """Per map level, the canvases' maps as one (canvases, H + 2, W + 2, 128) tensor."""
+        for maps in self.maps.values():
             if maps[0].ndim == 3:  # per canvas, not stacked yet
-                self.maps[level] = [np.stack(maps)]
-                maps.clear()
+                _join_in_place(maps, new_axis=True)
         return {level: torch.from_numpy(maps[0]) for level, maps in self.maps.items()}
 
     def stacked(self) -> dict[str, torch.Tensor]:
-        return {name: torch.from_numpy(np.concatenate(getattr(self, name))) for name in
+        """Each field's cells of every canvas as one tensor."""
+        return {name: torch.from_numpy(_join_in_place(getattr(self, name), new_axis=False)) for name in
                 ("features", "level", "centres", "targets", "weights", "box_weights", "canvas")}
+
+
+def _join_in_place(parts: list[np.ndarray], new_axis: bool) -> np.ndarray:
+    """`parts` concatenated (or stacked along a new first axis), leaving the list holding the
+    result alone. Each part is let go once copied, so memory peaks at the result and one part, not
+    at twice the data: 10,000 canvases' cells and maps are gigabytes each."""
+    if len(parts) == 1 and not new_axis:
+        return parts[0]
+    rows = len(parts) if new_axis else sum(len(part) for part in parts)
+    joined = np.empty((rows, *parts[0].shape[0 if new_axis else 1 :]), parts[0].dtype)
+    end = rows
+    while parts:
+        part = parts.pop()
+        start = end - (1 if new_axis else len(part))
+        joined[start:end] = part
+        end = start
+    parts.append(joined)
+    return joined
 
 
 def with_feature_outputs(model: onnx.ModelProto, map_levels: Sequence[int]) -> onnx.ModelProto:
@@ -231,16 +248,15 @@ def zoom(image: np.ndarray, boxes: np.ndarray, margin: tuple[float, float], rng:
 
 
 def collect(
-    images: Sequence[np.ndarray],
-    boxes: Sequence[np.ndarray],
+    labelled: Iterable[tuple[np.ndarray, np.ndarray, bool]],
     extractor: FeatureExtractor,
     vehicle_class_ids: Sequence[int],
     recipe: HeadRecipe,
-    crops: Sequence[bool],
 ) -> CellSamples:
-    """Training cells from labelled images (each with all its vehicles boxed, or with its unlabelled
-    vehicles left to the ignore rule): every positive, every cell the COCO head scores as a vehicle
-    (the hard negatives), and a reweighted random share of the rest.
+    """Training cells from labelled images, each (BGR image, its (N, 4) boxes, whether it is a
+    crop), with all its vehicles boxed or its unlabelled vehicles left to the ignore rule: every
+    positive, every cell the COCO head scores as a vehicle (the hard negatives), and a reweighted
+    random share of the rest. `labelled` may be drawn as it goes: only the cells are kept.
 
     Images marked as crops (one vehicle boxed by the whole frame, its margins loose) are only
     letterboxed and zoomed, never shrunk onto the grey canvas: a small crop on grey would teach
@@ -250,7 +266,7 @@ def collect(
     samples = CellSamples()
     cells = len(extractor.centres)
     canvas_index = 0
-    for image, image_boxes, is_crop in zip(images, boxes, crops):
+    for image, image_boxes, is_crop in labelled:
         for copy in range(recipe.canvases_per_image):
             if copy == 0:  # as the detector sees it at run time
                 canvas, fit = letterbox(image, SIDE, SIDE)
