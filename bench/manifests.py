@@ -18,6 +18,8 @@
   queries; no boxes (the dominant detected vehicle), synthetic images:
   report apart from the real ones. f1-boxed/f1-3ref-boxed: the same split
   of the 93 hand-boxed images (bench/labels), matched on their boxes.
+  f1-open/: both again with every third team (3 of 10) never enrolled, all
+  its images queries of an unknown car: the F1 set as an open set.
 
 None of these images is trained on (bench.datasets says what is).
 """
@@ -103,9 +105,10 @@ def whole_frame(path: Path) -> list[float]:
     return [0.0, 0.0, float(width), float(height)]
 
 
-def f1(boxed: bool) -> dict[str, object]:
+def f1(boxed: bool, open_set: bool = False) -> dict[str, object]:
     """All F1 images, matched on the dominant detected vehicle; or `boxed`, only the hand-boxed
-    ones, matched on their labelled box: the embedder's share of the F1 figures, without the detector's."""
+    ones, matched on their labelled box: the embedder's share of the F1 figures, without the detector's.
+    `open_set`: every third team is not enrolled (the other teams keep the same references)."""
     boxes: dict[Path, list[float] | None] = (
         {path: list(box) for path, box in f1_boxes()} if boxed else {path: None for path, _ in f1_images()})
     by_team: dict[str, list[Path]] = {}
@@ -113,11 +116,16 @@ def f1(boxed: bool) -> dict[str, object]:
         by_team.setdefault(path.parent.name, []).append(path)
     rng = random.Random(7)
     references, queries = [], []
-    for team, paths in sorted(by_team.items()):
+    for index, (team, paths) in enumerate(sorted(by_team.items())):
         chosen = set(rng.sample(sorted(paths), 3))
+        if open_set and index % 3 == 2:
+            queries += [{"image": str(p), "car": None, "box": boxes[p]} for p in sorted(paths)]
+            continue
         references += [{"image": str(p), "car": team, "box": boxes[p]} for p in sorted(chosen)]
         queries += [{"image": str(p), "car": team, "box": boxes[p]} for p in sorted(paths) if p not in chosen]
     name = "f1-game-3ref-boxed (synthetic, hand-boxed)" if boxed else "f1-game-3ref (synthetic)"
+    if open_set:
+        name = name.replace("3ref", "3ref-open")
     return {"name": name, "references": references, "queries": queries}
 
 
@@ -133,10 +141,12 @@ def main() -> None:
         "khoa-detected.json": khoa(detected=True),
         "f1-3ref.json": f1(boxed=False),
         "f1-boxed/f1-3ref-boxed.json": f1(boxed=True),
+        "f1-open/f1-3ref-open.json": f1(boxed=False, open_set=True),
+        "f1-open/f1-3ref-open-boxed.json": f1(boxed=True, open_set=True),
     }
     # Apart, so `liveryid eval .cache/eval/*.json` keeps its five sets.
-    (out / "epfl-views").mkdir(exist_ok=True)
-    (out / "f1-boxed").mkdir(exist_ok=True)
+    for folder in ("epfl-views", "f1-boxed", "f1-open"):
+        (out / folder).mkdir(exist_ok=True)
     for angle in range(0, 360, 45):
         manifests[f"epfl-views/epfl-1ref-{angle:03d}.json"] = epfl([float(angle)], f"epfl-1ref-{angle:03d}")
     for name, manifest in manifests.items():
