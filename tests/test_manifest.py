@@ -58,6 +58,46 @@ def test_a_trained_model_rebuilt_on_other_vector_instructions_is_accepted_by_its
     assert verified_path(load_manifest(tmp_path).get(entry["name"]), tmp_path).is_file()
 
 
+def test_a_trained_model_built_where_none_is_pinned_is_used_once_the_build_recorded_it(tmp_path: Path) -> None:
+    manifest = json.loads((MODELS / "manifest.json").read_text())
+    entry = next(m for m in manifest["models"] if m["name"] == "liveryid-vehicle-nanodet")
+    data = bytearray((MODELS / entry["file"]).read_bytes())
+    data[-1] ^= 0xFF  # stands for the recipe's bytes as rounded by a CPU the manifest has no pin for
+    (tmp_path / entry["file"]).write_bytes(bytes(data))
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    spec = load_manifest(tmp_path).get(entry["name"])
+    record = {"sha256": hashlib.sha256(bytes(data)).hexdigest(), "built_on": "aarch64"}
+    # Recorded against another version of the model (an older manifest entry): refused.
+    (tmp_path / "local-builds.json").write_text(json.dumps({entry["name"]: {**record, "manifest_sha256": "older"}}))
+    with pytest.raises(ModelMissing, match="sha256"):
+        verified_path(spec, tmp_path)
+    (tmp_path / "local-builds.json").write_text(json.dumps({entry["name"]: {**record, "manifest_sha256": spec.sha256}}))
+    assert verified_path(spec, tmp_path).is_file()
+    (tmp_path / entry["file"]).write_bytes(bytes(data[:-1]))  # changed since it was built: refused again
+    with pytest.raises(ModelMissing, match="sha256"):
+        verified_path(spec, tmp_path)
+
+
+def test_the_build_keeps_and_records_a_trained_model_built_where_none_is_pinned(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT))
+    sys.modules.pop("build", None)
+    import build
+
+    monkeypatch.setattr(build, "MODELS", tmp_path)
+    monkeypatch.setattr(build, "LOCAL_BUILDS", tmp_path / "local-builds.json")
+    (tmp_path / "head.onnx").write_bytes(b"built on aarch64")
+    built = hashlib.sha256(b"built on aarch64").hexdigest()
+    trained = {"name": "head", "file": "head.onnx", "sha256": "a", "training": {"built_on": "x86_64 AVX2", "rebuilt": {}}}
+    assert not build.is_built(trained, "aarch64")
+    build.record_local_build(trained, built, "aarch64")
+    assert build.is_built(trained, "aarch64")
+    assert not build.is_built(trained, "x86_64 AVX2")  # pinned there: only the pin will do
+    assert not build.is_built({**trained, "sha256": "b"}, "aarch64")  # a new version of the model: build it again
+    (tmp_path / "head.onnx").unlink()
+    assert not build.is_built(trained, "aarch64")
+
+
 def test_the_build_expects_the_pin_of_the_machines_instruction_set(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(ROOT))
     sys.modules.pop("build", None)
@@ -66,7 +106,7 @@ def test_the_build_expects_the_pin_of_the_machines_instruction_set(monkeypatch: 
     trained = {"sha256": "a", "training": {"built_on": "x86_64 AVX2", "rebuilt": {"x86_64 AVX-512": "b"}}}
     assert build.expected_sha256(trained, "x86_64 AVX2") == "a"
     assert build.expected_sha256(trained, "x86_64 AVX-512") == "b"
-    assert build.expected_sha256(trained, "aarch64") is None  # not pinned there: the build says so
+    assert build.expected_sha256(trained, "aarch64") is None  # not pinned there: the build records its own
     assert build.expected_sha256({"sha256": "c"}, "aarch64") == "c"  # converted, not trained: the same bytes anywhere
     assert build.instruction_set().split()[0] in {"x86_64", "aarch64", "arm64", "AMD64"}
 

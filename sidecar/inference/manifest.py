@@ -5,6 +5,8 @@ a session is created, so a half-written or swapped file is refused by name."""
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -12,6 +14,12 @@ import msgspec
 from msgspec import Meta, Struct
 
 from sidecar.errors import ModelMissing
+
+log = logging.getLogger(__name__)
+
+LOCAL_BUILDS_FILE = "local-builds.json"
+"""Beside the models, written by `build.py models` (never committed): each trained model it built on
+an instruction set the manifest pins no build for, by name: {"sha256", "built_on", "manifest_sha256"}."""
 
 BUILD_COMMAND = "python3 build.py models"
 
@@ -177,22 +185,39 @@ def accepted_sha256(spec: ModelBase) -> set[str]:
     return {spec.sha256, *(training.rebuilt.values() if training is not None else ())}
 
 
+def local_build_sha256(spec: ModelBase, models_dir: Path) -> str | None:
+    """The sha256 of this machine's own build of a trained model, where the manifest pins none for its
+    instruction set (floating-point sums round differently there, so the bytes differ from every
+    pinned build), if recorded against this manifest entry; None otherwise."""
+    try:
+        record = json.loads((models_dir / LOCAL_BUILDS_FILE).read_text()).get(spec.name) or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    return record.get("sha256") if record.get("manifest_sha256") == spec.sha256 else None
+
+
 def verified_path(spec: ModelBase, models_dir: Path) -> Path:
     """The model file, after checking it exists and matches its sha256."""
     return verified_file(spec, models_dir)[0]
 
 
 def verified_file(spec: ModelBase, models_dir: Path) -> tuple[Path, str]:
-    """The model file and its sha256 (one of the pinned ones), after checking it exists and matches."""
+    """The model file and its sha256 (one of the pinned ones, or this machine's own build of a trained
+    model where none is pinned for it), after checking it exists and matches."""
     path = models_dir / spec.file
     data = {"model": spec.name, "file": str(path), "build": spec.build}
     if not path.is_file():
         raise ModelMissing(f"model {spec.name} is missing: {path} does not exist; build it with `{spec.build}`", data)
     actual = sha256_of(path)
-    if actual not in accepted_sha256(spec):
-        raise ModelMissing(
-            f"model {spec.name} at {path} has sha256 {actual}, the manifest expects {spec.sha256}; "
-            f"rebuild it with `{spec.build}`",
-            {**data, "sha256": actual, "expected": spec.sha256, "reason": "checksum_mismatch"},
-        )
-    return path, actual
+    if actual in accepted_sha256(spec):
+        return path, actual
+    if actual == local_build_sha256(spec, models_dir):
+        training = getattr(spec, "training", None)
+        log.warning("%s is this machine's own build (%s), which the manifest does not pin: its figures were "
+                    "measured on the %s build", spec.name, actual[:12], training.built_on if training else "pinned")
+        return path, actual
+    raise ModelMissing(
+        f"model {spec.name} at {path} has sha256 {actual}, the manifest expects {spec.sha256}; "
+        f"rebuild it with `{spec.build}`",
+        {**data, "sha256": actual, "expected": spec.sha256, "reason": "checksum_mismatch"},
+    )
