@@ -547,7 +547,7 @@ export interface ModelInfo {
   version: string;
   file: string;
   /**
-   * The loaded file's; else the manifest's pin. A model the project trains is pinned per instruction set (its build differs on AVX-512 and AVX2 machines), so two machines can report two values.
+   * The loaded file's; else the manifest's pin. A model the project trains is pinned per instruction set (its build differs on AVX-512 and AVX2 machines), so two machines can report two values; where the manifest pins none for the machine, `build.py models` records the machine's own build, which loads with a warning on stderr (the manifest's figures are the pinned build's).
    */
   sha256: string;
   input_size: number[];

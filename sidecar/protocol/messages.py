@@ -110,7 +110,9 @@ class ModelInfo(Message):
     file: str
     sha256: Annotated[str, Meta(description=(
         "The loaded file's; else the manifest's pin. A model the project trains is pinned per instruction set "
-        "(its build differs on AVX-512 and AVX2 machines), so two machines can report two values."))]
+        "(its build differs on AVX-512 and AVX2 machines), so two machines can report two values; where the "
+        "manifest pins none for the machine, `build.py models` records the machine's own build, which loads with "
+        "a warning on stderr (the manifest's figures are the pinned build's)."))]
     input_size: list[int]
     status: Literal["loaded", "missing", "checksum_mismatch"]
     output_dim: Annotated[int | None, Meta(description="Embedding size, for embedders.")] = None
