@@ -271,6 +271,9 @@ def _library_command(args: argparse.Namespace, engine: Engine) -> int:
             print(f"{enrolled.car.id}  {enrolled.car.label}: {enrolled.car.references} reference(s)")
             for warning in enrolled.warnings:
                 print(f"  warning, {images[warning.image]}: {warning.message}", file=sys.stderr)
+            for alike in enrolled.look_alikes:
+                print(f"  looks like {alike.label or alike.car_id} ({alike.similarity:.2f}): appearance alone may "
+                      "confuse their photos", file=sys.stderr)
         return 0
     if args.command == "tag":
         options = {} if args.threshold is None else {"threshold": args.threshold}

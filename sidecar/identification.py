@@ -26,7 +26,7 @@ from sidecar.library.store import CarRow, DetectionRow, NewDetection, ReferenceR
 from sidecar.protocol.endpoint import RequestContext
 from sidecar.protocol.messages import (
     AppearanceEvidence, Candidate, Car, CarChanges, CarDetail, CarIdParams, CarsListResult, CarsMergeParams,
-    CarUpdateParams, EnrollParams, EnrollResult, EnrollWarning, Evidence, IdentifiedVehicle, IdentifyParams,
+    CarUpdateParams, EnrollParams, EnrollResult, EnrollWarning, Evidence, IdentifiedVehicle, IdentifyParams, LookAlike,
     IdentifyResult, ImageRef, MatchOptions, NumberEvidence, ReadNumbers, Reference, ReferenceIdParams, Removed, ResultDetection,
     ResultsQueryParams, ResultsQueryResult, ReviewParams, ReviewResult, SequenceEvidence, TagFailure, TagParams,
     TagResult,
@@ -77,7 +77,8 @@ class Identification:
         if params.boxes is not None and len(params.boxes) != len(params.images):
             raise InvalidParams("`boxes` needs one entry per image", {"field": "params.boxes"})
         entries, warnings = [], []
-        embedder = self.engine.matcher().embedder
+        matcher = self.engine.matcher()
+        embedder = matcher.embedder
         for index, image_ref in enumerate(params.images):
             context.progress(index, len(params.images), "reference")
             image = load_image(image_ref, self.engine.limits)
@@ -89,7 +90,11 @@ class Identification:
         context.progress(len(params.images), len(params.images), "store")
         car_id = params.car.id if params.car.id is not msgspec.UNSET else None
         car, references = library.enroll(car_id, _given(params.car), entries, embedder.key)
-        return EnrollResult(car=car_message(car), references=[_reference(r) for r in references], warnings=warnings)
+        labels = self._labels()
+        look_alikes = [LookAlike(car_id=other, label=labels.get(other, ""), similarity=round(similarity, 4))
+                       for other, similarity in matcher.references.look_alikes(car.id, embedder.spec.match_threshold)]
+        return EnrollResult(car=car_message(car), references=[_reference(r) for r in references], warnings=warnings,
+                            look_alikes=look_alikes)
 
     def cars_update(self, params: CarUpdateParams, context: RequestContext) -> Car:
         return car_message(self.engine.library().update_car(params.id, _given(params)))

@@ -126,6 +126,27 @@ def test_enroll_identify_tag_review_and_export(tmp_path: Path, dev_data: Path) -
         process.kill()
 
 
+def test_enrolling_a_car_that_looks_like_an_enrolled_one_names_it(tmp_path: Path, dev_data: Path) -> None:
+    frames = {(f.car, f.frame): f for f in epfl_frames() if f.car in (1, 2)}
+
+    def enroll(label: str, car: int, numbers: tuple[int, int]) -> dict:
+        refs = [frames[(car, n)] for n in numbers]
+        return process.request("enroll", {"car": {"label": label}, "images": [{"path": str(f.path)} for f in refs],
+                                          "boxes": [list(f.box) for f in refs]}, id=label)["result"]
+
+    process = SidecarProcess("json")
+    try:
+        open_library(process, tmp_path / "lib")
+        first = enroll("#1", 1, (1, 3))
+        assert "look_alikes" not in first  # none: left out, as every empty default is
+        assert "look_alikes" not in enroll("#2", 2, (1, 3))  # another car: EPFL's differ in shape and colour
+        twin = enroll("#1 again", 1, (5, 7))  # the same car enrolled twice: the case of two alike liveries
+        assert [a["car_id"] for a in twin["look_alikes"]] == [first["car"]["id"]]
+        assert twin["look_alikes"][0]["label"] == "#1" and twin["look_alikes"][0]["similarity"] >= 0.75
+    finally:
+        process.kill()
+
+
 def test_numbers_name_cars_of_an_entry_list_and_contradictions_are_flagged(tmp_path: Path, dev_data: Path) -> None:
     """EPFL car 04 carries #3 (bench/labels/epfl_numbers.csv); frame 20 shows it legibly."""
     frames = {(f.car, f.frame): f for f in epfl_frames() if f.car == 4}

@@ -314,6 +314,10 @@ export interface EnrollResult {
   car: Car;
   references: Reference[];
   warnings: EnrollWarning[];
+  /**
+   * Enrolled cars as alike as the match threshold or more, most alike first: appearance alone confuses photos of them with this car (cars of one make and shape, liveries alike), so the racing number, more references, or review decide.
+   */
+  look_alikes?: LookAlike[];
 }
 export interface EnrollWarning {
   /**
@@ -323,6 +327,14 @@ export interface EnrollWarning {
   problem: 'no_vehicle' | 'several_vehicles';
   message: string;
   boxes?: [number, number, number, number][];
+}
+export interface LookAlike {
+  car_id: string;
+  label: string;
+  /**
+   * Of the two cars' mean references (each car's livery over its views).
+   */
+  similarity: number;
 }
 /**
  * Exactly one of `csv` or `rows`.

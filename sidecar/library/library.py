@@ -75,6 +75,17 @@ class EmbeddedReferences:
                 mean = self._means[car_id] = unit_mean(self.index.vectors(sorted(references)))
         return mean
 
+    def look_alikes(self, car_id: str, threshold: float) -> list[tuple[str, float]]:
+        """The other cars whose mean reference is at least `threshold` similar to this car's, with
+        that similarity, most alike first."""
+        mine = self.mean_reference(car_id)
+        if mine is None:
+            return []
+        with self._lock:
+            others = [car for car in self._references_of if car != car_id]
+        alike = [(car, float(mean @ mine)) for car in others if (mean := self.mean_reference(car)) is not None]
+        return sorted([pair for pair in alike if pair[1] >= threshold], key=lambda pair: -pair[1])
+
     def assign(self, reference_ids: list[int], cars: list[str]) -> None:
         """Give references (already in the index) to cars, taking them from any car they had."""
         with self._lock:

@@ -293,10 +293,20 @@ class EnrollWarning(Message):
     boxes: list[Box] = []
 
 
+class LookAlike(Message):
+    car_id: str
+    label: str
+    similarity: Annotated[float, Meta(description="Of the two cars' mean references (each car's livery over its views).")]
+
+
 class EnrollResult(Message):
     car: Car
     references: list[Reference]
     warnings: list[EnrollWarning]
+    look_alikes: Annotated[list[LookAlike], Meta(description=(
+        "Enrolled cars as alike as the match threshold or more, most alike first: appearance alone confuses "
+        "photos of them with this car (cars of one make and shape, liveries alike), so the racing number, more "
+        "references, or review decide."))] = []
 
 
 class Entry(Message):
