@@ -359,11 +359,15 @@ def _evaluate(args: argparse.Namespace, engine: Engine) -> int:
     from sidecar.identification import match_policy
 
     policy = match_policy(engine.embedder(), args.threshold, args.margin, 5)
-    reports = []
+    reports, look_alikes = [], []
     for manifest in args.manifests:
         prepared = evaluation.prepare(engine, manifest)
         reports += prepared.reports(policy, rerank=args.rerank)
+        flagged, cars = prepared.cars_with_look_alikes(policy.threshold)
+        look_alikes.append(f"{prepared.name} {flagged} of {cars}")
         if args.sweep:
             print(evaluation.sweep(prepared, policy.margin))
     print(evaluation.table(reports, policy))
+    print(f"\nenrolled cars with a look-alike (another car's mean reference {policy.threshold:g} alike or more, "
+          f"as enroll reports): {'; '.join(look_alikes)}")
     return 0

@@ -207,6 +207,14 @@ class Prepared:
     def scores(self, aggregate: Aggregate) -> CarSimilarities:
         return car_similarities(self.queries, self.references, self.reference_cars, aggregate)
 
+    def cars_with_look_alikes(self, threshold: float) -> tuple[int, int]:
+        """(enrolled cars that enroll would name a look-alike for: another car's mean reference at least
+        `threshold` alike, enrolled cars)."""
+        cars, means = mean_references(self.references, self.reference_cars)
+        similarity = means @ means.T
+        np.fill_diagonal(similarity, -np.inf)
+        return int((similarity.max(axis=1) >= threshold).sum()), len(cars)
+
     def reports(self, policy: MatchPolicy, rerank: bool = False) -> list[Report]:
         """Identify's scoring first, then the best and the mean reference alone (and re-ranking)."""
         aggregates: list[Aggregate] = [IDENTIFY_SCORING, "max", "mean"] + (["max+k-reciprocal"] if rerank else [])

@@ -8,7 +8,15 @@ import pytest
 
 from bench.datasets import epfl_frames
 from sidecar.engine import Engine
-from sidecar.evaluation import IDENTIFY_SCORING, CarSimilarities, average_precision, car_similarities, evaluate, prepare
+from sidecar.evaluation import (
+    IDENTIFY_SCORING,
+    CarSimilarities,
+    Prepared,
+    average_precision,
+    car_similarities,
+    evaluate,
+    prepare,
+)
 from sidecar.stages.match import MatchPolicy
 
 
@@ -49,6 +57,14 @@ def test_open_set_rates() -> None:
     assert report.wrong_match_rate == pytest.approx(1 / 3)
     assert report.false_match_rate == pytest.approx(1 / 2)
     assert report.ambiguous_rate == pytest.approx(1 / 5)
+
+
+def test_cars_with_look_alikes_counts_cars_whose_mean_references_are_alike() -> None:
+    livery, other = np.eye(3, dtype=np.float32)[0], np.eye(3, dtype=np.float32)[1]
+    tilted = np.array([0.9, 0.1, 0.4], np.float32) / np.linalg.norm([0.9, 0.1, 0.4])  # 0.9 alike to `livery`
+    prepared = Prepared("t", np.stack([livery, tilted, other]), ["a", "b", "c"], np.zeros((0, 3), np.float32), [])
+    assert prepared.cars_with_look_alikes(0.85) == (2, 3)
+    assert prepared.cars_with_look_alikes(0.95) == (0, 3)
 
 
 def test_eval_on_real_crops_ranks_neighbouring_views_first(engine: Engine, dev_data: Path, tmp_path: Path) -> None:
