@@ -26,10 +26,10 @@ from sidecar.library.store import CarRow, DetectionRow, NewDetection, ReferenceR
 from sidecar.protocol.endpoint import RequestContext
 from sidecar.protocol.messages import (
     AppearanceEvidence, Candidate, Car, CarChanges, CarDetail, CarIdParams, CarsListResult, CarsMergeParams,
-    CarUpdateParams, EnrollParams, EnrollResult, EnrollWarning, Evidence, IdentifiedVehicle, IdentifyParams, LookAlike,
-    IdentifyResult, ImageRef, MatchOptions, NumberEvidence, ReadNumbers, Reference, ReferenceIdParams, Removed, ResultDetection,
-    ResultsQueryParams, ResultsQueryResult, ReviewParams, ReviewResult, SequenceEvidence, TagFailure, TagParams,
-    TagResult,
+    CarUpdateParams, EnrollParams, EnrollResult, EnrollWarning, Evidence, IdentifiedVehicle, IdentifyParams,
+    IdentifyResult, ImageRef, LookAlike, MatchOptions, NumberEvidence, ReadNumbers, Reference, ReferenceIdParams,
+    Removed, ResultDetection, ResultsQueryParams, ResultsQueryResult, ReviewParams, ReviewResult, SequenceEvidence,
+    TagFailure, TagParams, TagResult,
 )
 from sidecar.stages.decode import (
     IMAGE_SUFFIXES, Decoded, decode_image, decode_photo, detection_source, load_image, read_file, source_of,
