@@ -363,8 +363,8 @@ def _evaluate(args: argparse.Namespace, engine: Engine) -> int:
     for manifest in args.manifests:
         prepared = evaluation.prepare(engine, manifest)
         reports += prepared.reports(policy, rerank=args.rerank)
-        flagged, cars = prepared.cars_with_look_alikes(policy.threshold)
-        look_alikes.append(f"{prepared.name} {flagged} of {cars}")
+        flagged, cars, rival = prepared.cars_with_look_alikes(policy.threshold)
+        look_alikes.append(f"{prepared.name} {flagged} of {cars} (closest rival, median: {rival:.2f})")
         if args.sweep:
             print(evaluation.sweep(prepared, policy.margin))
     print(evaluation.table(reports, policy))

@@ -148,14 +148,21 @@ class CarSimilarities:
     cars: list[str]
     ranking: np.ndarray
     matching: np.ndarray
+    rivals: np.ndarray | None = None
+    """Identify's scoring, (Q, C): each car's similarity to its closest other enrolled car (-inf:
+    none) as each query sees the library, which a match's mean similarity must reach (match.decide)."""
 
     def candidates(self, query: int) -> list[CarScore]:
         """One query's cars, ranked, as identify's match stage gives them to `decide`."""
         order = np.argsort(-self.ranking[query], kind="stable")
-        return [CarScore(self.cars[j], float(self.matching[query, j]), float(self.ranking[query, j])) for j in order]
+        rivals = self.rivals[query] if self.rivals is not None else np.full(len(self.cars), -np.inf)
+        return [CarScore(self.cars[j], float(self.matching[query, j]), float(self.ranking[query, j]),
+                         None if rivals[j] == -np.inf else float(rivals[j]))
+                for j in order]
 
     def of(self, queries: list[int]) -> CarSimilarities:
-        return CarSimilarities(self.cars, self.ranking[queries], self.matching[queries])
+        return CarSimilarities(self.cars, self.ranking[queries], self.matching[queries],
+                               None if self.rivals is None else self.rivals[queries])
 
 
 def car_similarities(queries: np.ndarray, references: np.ndarray, ref_cars: list[str], aggregate: Aggregate) -> CarSimilarities:
@@ -163,9 +170,18 @@ def car_similarities(queries: np.ndarray, references: np.ndarray, ref_cars: list
         cars, reranked = best_per_car(reranked_similarities(queries, references), ref_cars)
         return CarSimilarities(cars, reranked, reranked)
     cars, best = best_per_car(queries @ references.T, ref_cars)
-    mean = queries @ mean_references(references, ref_cars)[1].T
-    ranking = best if aggregate == "max" else mean
-    return CarSimilarities(cars, ranking, mean if aggregate == "mean" else best)
+    means = mean_references(references, ref_cars)[1]
+    mean = queries @ means.T
+    if aggregate == IDENTIFY_SCORING:
+        return CarSimilarities(cars, mean, best, np.broadcast_to(rival_similarities(means), mean.shape))
+    return CarSimilarities(cars, best if aggregate == "max" else mean, mean if aggregate == "mean" else best)
+
+
+def rival_similarities(means: np.ndarray) -> np.ndarray:
+    """(C,) each car's mean reference's similarity to the closest other car's, -inf for a lone car."""
+    similarity = means @ means.T
+    np.fill_diagonal(similarity, -np.inf)
+    return similarity.max(axis=1) if len(means) > 1 else np.full(len(means), -np.inf)
 
 
 def average_precision(scores: np.ndarray, relevant: np.ndarray) -> float:
@@ -207,13 +223,12 @@ class Prepared:
     def scores(self, aggregate: Aggregate) -> CarSimilarities:
         return car_similarities(self.queries, self.references, self.reference_cars, aggregate)
 
-    def cars_with_look_alikes(self, threshold: float) -> tuple[int, int]:
+    def cars_with_look_alikes(self, threshold: float) -> tuple[int, int, float]:
         """(enrolled cars that enroll would name a look-alike for: another car's mean reference at least
-        `threshold` alike, enrolled cars)."""
+        `threshold` alike, enrolled cars, the median similarity of a car to its closest rival)."""
         cars, means = mean_references(self.references, self.reference_cars)
-        similarity = means @ means.T
-        np.fill_diagonal(similarity, -np.inf)
-        return int((similarity.max(axis=1) >= threshold).sum()), len(cars)
+        rivals = rival_similarities(means)
+        return int((rivals >= threshold).sum()), len(cars), float(np.median(rivals))
 
     def reports(self, policy: MatchPolicy, rerank: bool = False) -> list[Report]:
         """Identify's scoring first, then the best and the mean reference alone (and re-ranking)."""
@@ -314,9 +329,23 @@ def reference_check(vectors: np.ndarray, cars: list[str], policy: MatchPolicy) -
     alone = np.bincount(owner, minlength=len(names))[owner] == 1
     means[rows, owner] = np.where(alone, -np.inf, own_dot / np.maximum(own_norm, 1e-12))
     several = [i for i in rows.tolist() if not alone[i]]
-    known = evaluate("references", CarSimilarities(names, means[several], best[several]), [cars[i] for i in several],
-                     policy, IDENTIFY_SCORING, len(cars))
+    # The cars' rivals as each check sees the library: the reference's own car without it (known), or
+    # without the whole car (unknown). For any other car: its closest other car unless that is the one
+    # changed (then its second closest), or the changed car itself if now closer.
+    unit_sums = sums / np.maximum(np.linalg.norm(sums, axis=1), 1e-12)[:, None]
+    between = np.hstack([unit_sums @ unit_sums.T, np.full((len(names), 2), -np.inf)])  # pads cars with < 2 others
+    between[np.arange(len(names)), np.arange(len(names))] = -np.inf
+    nearest = np.argsort(-between, axis=1, kind="stable")[:, :2]
+    closest = np.take_along_axis(between, nearest, axis=1)
+    without_own = np.where(nearest[None, :, 0] == owner[:, None], closest[None, :, 1], closest[None, :, 0])
+    own_mean = (sums[owner] - vectors) / np.maximum(own_norm, 1e-12)[:, None]
+    left_out = own_mean @ unit_sums.T  # (N, C): each car's mean against the own car without the reference
+    left_out[rows, owner] = -np.inf
+    known_rivals = np.maximum(without_own, left_out)
+    known_rivals[rows, owner] = left_out.max(axis=1)
+    known = evaluate("references", CarSimilarities(names, means[several], best[several], known_rivals[several]),
+                     [cars[i] for i in several], policy, IDENTIFY_SCORING, len(cars))
     means[rows, owner], best[rows, owner] = -np.inf, -np.inf
-    unknown = evaluate("references", CarSimilarities(names, means, best), [None] * len(cars), policy, IDENTIFY_SCORING,
-                       len(cars))
+    unknown = evaluate("references", CarSimilarities(names, means, best, without_own), [None] * len(cars), policy,
+                       IDENTIFY_SCORING, len(cars))
     return ReferenceCheck(len(several), known.rank1, known.true_match_rate, unknown.false_match_rate)

@@ -134,7 +134,8 @@ class Identification:
             reference_ids, similarities = references.index.search(vectors, count=max(50, 10 * options.top_k))
             policy = match_policy(matcher.embedder, options.threshold, options.margin, options.top_k)
             verdicts = [
-                decide(car_scores(vector, ids, sims, references.car_of, references.mean_reference), policy)
+                decide(car_scores(vector, ids, sims, references.car_of, references.mean_reference, references.rival),
+                       policy)
                 for vector, ids, sims in zip(vectors, reference_ids, similarities)
             ]
         with watch.stage("number"):
@@ -175,7 +176,8 @@ class Identification:
             detector_score=score,
             label=self.engine.detector().labels[int(found.class_ids[i])],
             decision=verdict.decision, car_id=verdict.car_id, score=verdict.score,
-            candidates=[Candidate(car_id=c.car_id, label=labels.get(c.car_id, ""), score=c.score, mean_score=c.mean_score)
+            candidates=[Candidate(car_id=c.car_id, label=labels.get(c.car_id, ""), score=c.score, mean_score=c.mean_score,
+                                  rival_score=c.rival_score)
                         for c in verdict.candidates],
             evidence=evidence(decided, scale),
         )
@@ -225,7 +227,8 @@ class Identification:
                 detections.append(NewDetection(
                     box=scaled(box, decoded.scale), detector_score=score, label=self.engine.detector().labels[int(found.class_ids[i])],
                     decision=verdict.decision, car_id=verdict.car_id, score=verdict.score,
-                    candidates=[{"car_id": c.car_id, "score": c.score, "mean_score": c.mean_score} for c in verdict.candidates],
+                    candidates=[{"car_id": c.car_id, "score": c.score, "mean_score": c.mean_score,
+                                 "rival_score": c.rival_score} for c in verdict.candidates],
                     embedding=vectors[i], number=decided.number.text if decided.number else None,
                     evidence=msgspec.to_builtins(evidence(decided, decoded.scale)),
                 ))
@@ -450,7 +453,7 @@ def _result(row: DetectionRow, labels: dict[str, str]) -> ResultDetection:
         detection_id=row.id, photo_id=row.photo_id, path=row.path, box=row.box, detector_score=row.detector_score,
         label=row.label, decision=row.decision, car_id=row.car_id, score=row.score,  # type: ignore[arg-type]
         candidates=[Candidate(car_id=c["car_id"], label=labels.get(c["car_id"], ""), score=c["score"],
-                              mean_score=c.get("mean_score")) for c in row.candidates],
+                              mean_score=c.get("mean_score"), rival_score=c.get("rival_score")) for c in row.candidates],
         review=row.review,  # type: ignore[arg-type]
         sensor_scale=row.sensor_scale,
         evidence=None if row.evidence is None else msgspec.convert(row.evidence, Evidence),

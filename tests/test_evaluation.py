@@ -63,8 +63,9 @@ def test_cars_with_look_alikes_counts_cars_whose_mean_references_are_alike() -> 
     livery, other = np.eye(3, dtype=np.float32)[0], np.eye(3, dtype=np.float32)[1]
     tilted = np.array([0.9, 0.1, 0.4], np.float32) / np.linalg.norm([0.9, 0.1, 0.4])  # 0.9 alike to `livery`
     prepared = Prepared("t", np.stack([livery, tilted, other]), ["a", "b", "c"], np.zeros((0, 3), np.float32), [])
-    assert prepared.cars_with_look_alikes(0.85) == (2, 3)
-    assert prepared.cars_with_look_alikes(0.95) == (0, 3)
+    assert prepared.cars_with_look_alikes(0.85)[:2] == (2, 3)
+    assert prepared.cars_with_look_alikes(0.95)[:2] == (0, 3)
+    assert prepared.cars_with_look_alikes(0.95)[2] == pytest.approx(float(tilted @ livery))  # median of 0.9, 0.9, 0.38
 
 
 def test_eval_on_real_crops_ranks_neighbouring_views_first(engine: Engine, dev_data: Path, tmp_path: Path) -> None:

@@ -140,9 +140,21 @@ def test_enrolling_a_car_that_looks_like_an_enrolled_one_names_it(tmp_path: Path
         first = enroll("#1", 1, (1, 3))
         assert "look_alikes" not in first  # none: left out, as every empty default is
         assert "look_alikes" not in enroll("#2", 2, (1, 3))  # another car: EPFL's differ in shape and colour
-        twin = enroll("#1 again", 1, (5, 7))  # the same car enrolled twice: the case of two alike liveries
+        shown = frames[(1, 2)]
+        photo = {"image": {"path": str(shown.path)}, "read_numbers": False}
+
+        def over_the_car(reply: dict) -> dict:
+            return max(reply["result"]["vehicles"], key=lambda v: _iou(np.asarray(v["box"]), np.asarray(shown.box)))
+
+        before = over_the_car(process.request("identify", photo, id="before"))
+        assert (before["decision"], before["car_id"]) == ("match", first["car"]["id"])
+        twin = enroll("#1 again", 1, (1, 3))  # the same car enrolled twice: two liveries alike to the pixel
         assert [a["car_id"] for a in twin["look_alikes"]] == [first["car"]["id"]]
         assert twin["look_alikes"][0]["label"] == "#1" and twin["look_alikes"][0]["similarity"] >= 0.75
+        # Now the photo looks no more like either than the two look like each other: not a match.
+        after = over_the_car(process.request("identify", photo, id="after"))
+        assert after["decision"] == "ambiguous"
+        assert after["candidates"][0]["rival_score"] > after["candidates"][0]["mean_score"]
     finally:
         process.kill()
 

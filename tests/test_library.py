@@ -31,7 +31,7 @@ def entries(*seeds: int) -> list[tuple[str, list[float], np.ndarray, float]]:
 def nearest_car(library: Library, query: np.ndarray) -> str:
     references = library.references
     ids, sims = references.index.search(query[None], 10)
-    return car_scores(query, ids[0], sims[0], references.car_of, references.mean_reference)[0].car_id
+    return car_scores(query, ids[0], sims[0], references.car_of, references.mean_reference, references.rival)[0].car_id
 
 
 def test_enroll_extend_update_merge_and_remove(tmp_path: Path) -> None:
@@ -144,10 +144,11 @@ def test_car_scores_rank_by_mean_reference_and_keep_the_best() -> None:
     means = {"a": np.array([0.6, 0.8], np.float32), "b": np.array([1.0, 0.0], np.float32)}
     query = np.array([1.0, 0.0], np.float32)
     scores = car_scores(query, np.array([2, 3, 1], np.uint64), np.array([0.8, 0.7, 0.95], np.float32), cars.__getitem__,
-                        means.__getitem__)
+                        means.__getitem__, lambda car: None)
     # b's mean reference is closer (1.0 against 0.6), so b ranks first although a has the closest reference.
     assert [(s.car_id, s.score, s.mean_score) for s in scores] == [("b", 0.8, 1.0), ("a", 0.95, 0.6)]
-    assert car_scores(query, np.array([0], np.uint64), np.array([-np.inf], np.float32), cars.__getitem__, means.__getitem__) == []
+    assert car_scores(query, np.array([0], np.uint64), np.array([-np.inf], np.float32), cars.__getitem__,
+                      means.__getitem__, lambda car: None) == []
 
 
 def test_a_car_removed_while_a_search_runs_is_left_out(tmp_path: Path) -> None:
@@ -158,7 +159,7 @@ def test_a_car_removed_while_a_search_runs_is_left_out(tmp_path: Path) -> None:
         references = library.references  # what a tag run holds
         ids, sims = references.index.search(unit(3)[None], 10)
         library.remove_car("b")  # between the search and the scoring
-        scores = car_scores(unit(3), ids[0], sims[0], references.car_of, references.mean_reference)
+        scores = car_scores(unit(3), ids[0], sims[0], references.car_of, references.mean_reference, references.rival)
         assert [s.car_id for s in scores] == ["a"]
     finally:
         library.close()
@@ -168,6 +169,9 @@ def test_a_car_removed_while_a_search_runs_is_left_out(tmp_path: Path) -> None:
     ([CarScore("b", 0.80, 0.90), CarScore("a", 0.95, 0.60)], "match", "b"),  # first by mean, its best reference clears 0.75
     ([CarScore("b", 0.70, 0.90), CarScore("a", 0.95, 0.60)], "unknown", None),  # first by mean, no reference close enough
     ([CarScore("b", 0.80, 0.90), CarScore("a", 0.95, 0.89)], "ambiguous", None),  # means too close
+    # b's closest enrolled rival resembles it more (0.92) than the vehicle does (0.90): one of b's look-alikes
+    ([CarScore("b", 0.80, 0.90, 0.92), CarScore("a", 0.95, 0.60, 0.92)], "ambiguous", None),
+    ([CarScore("b", 0.80, 0.90, 0.88), CarScore("a", 0.95, 0.60, 0.88)], "match", "b"),  # more like b than its rival
 ])
 def test_decide_ranks_by_mean_and_thresholds_the_best_reference(candidates: list[CarScore], decision: str,
                                                                 car: str | None) -> None:
@@ -176,17 +180,20 @@ def test_decide_ranks_by_mean_and_thresholds_the_best_reference(candidates: list
 
 
 def test_identify_scores_cars_as_eval_does_through_enroll_merge_and_removal(tmp_path: Path) -> None:
-    """The library's cached mean references follow every change of a car's
-    references, so identify's scores stay those `liveryid eval` measures."""
+    """The library's cached mean references and rivals follow every change of
+    a car's references, so identify's scores stay those `liveryid eval` measures."""
 
-    def both_ways(query: np.ndarray) -> tuple[list[tuple[str, float | None, float | None]], list[tuple[str, float | None, float | None]]]:
+    Scores = list[tuple[str, float | None, float | None, float]]
+
+    def both_ways(query: np.ndarray) -> tuple[Scores, Scores]:
         references = library.references
         ids, sims = references.index.search(query[None], 50)
-        identify = car_scores(query, ids[0], sims[0], references.car_of, references.mean_reference)
+        identify = car_scores(query, ids[0], sims[0], references.car_of, references.mean_reference, references.rival)
         held = references.ids()
         evaluated = car_similarities(query[None], references.index.vectors(held.tolist()),
                                      [references.car_of(int(i)) or "" for i in held], IDENTIFY_SCORING).candidates(0)
-        return [(c.car_id, c.score, c.mean_score) for c in identify], [(c.car_id, c.score, c.mean_score) for c in evaluated]
+        return ([(c.car_id, c.score, c.mean_score, -9.0 if c.rival_score is None else c.rival_score) for c in identify],
+                [(c.car_id, c.score, c.mean_score, -9.0 if c.rival_score is None else c.rival_score) for c in evaluated])
 
     library = Library(tmp_path, "m", DIM)
     try:

@@ -107,6 +107,10 @@ export interface Candidate {
    * Similarity of the mean of the car's references (its livery over every view): appearance ranks the candidates by it, and a match must lead the runner-up on it by the margin; null as `score`.
    */
   mean_score?: number | null;
+  /**
+   * Similarity of this car's mean reference to its closest other enrolled car's: appearance matches the car only if `mean_score` reaches it (it looks more like the car than the car's look-alike does); null when no other car is enrolled, or as `score`.
+   */
+  rival_score?: number | null;
 }
 export interface Capabilities {
   methods: string[];

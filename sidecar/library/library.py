@@ -49,8 +49,10 @@ class EmbeddedReferences:
         self.index = index
         self._car_of: dict[int, str] = {}
         self._references_of: dict[str, set[int]] = {}
-        # Computed on first use; dropped whenever the car's references change.
+        # Computed on first use; dropped whenever the car's references change (every rival then).
         self._means: dict[str, np.ndarray] = {}
+        self._rivals: dict[str, float] = {}  # -inf: no other car
+        self._generation = 0
         self._lock = threading.Lock()
         self.assign(ids.tolist(), cars)
 
@@ -78,13 +80,29 @@ class EmbeddedReferences:
     def look_alikes(self, car_id: str, threshold: float) -> list[tuple[str, float]]:
         """The other cars whose mean reference is at least `threshold` similar to this car's, with
         that similarity, most alike first."""
+        return [pair for pair in self._alike(car_id) if pair[1] >= threshold]
+
+    def rival(self, car_id: str) -> float | None:
+        """The similarity of the car's mean reference to its closest other car's (None: no other car)."""
+        value = self._rivals.get(car_id)
+        if value is None:
+            generation = self._generation
+            alike = self._alike(car_id)
+            value = alike[0][1] if alike else -np.inf
+            with self._lock:
+                if generation == self._generation:  # no car changed meanwhile: the value is current
+                    self._rivals[car_id] = value
+        return None if value == -np.inf else value
+
+    def _alike(self, car_id: str) -> list[tuple[str, float]]:
+        """Every other car with its mean reference's similarity to this car's, most alike first."""
         mine = self.mean_reference(car_id)
         if mine is None:
             return []
         with self._lock:
             others = [car for car in self._references_of if car != car_id]
         alike = [(car, float(mean @ mine)) for car in others if (mean := self.mean_reference(car)) is not None]
-        return sorted([pair for pair in alike if pair[1] >= threshold], key=lambda pair: -pair[1])
+        return sorted(alike, key=lambda pair: -pair[1])
 
     def assign(self, reference_ids: list[int], cars: list[str]) -> None:
         """Give references (already in the index) to cars, taking them from any car they had."""
@@ -94,6 +112,8 @@ class EmbeddedReferences:
                 self._car_of[ref] = car
                 self._references_of.setdefault(car, set()).add(ref)
                 self._means.pop(car, None)
+            self._rivals.clear()
+            self._generation += 1
 
     def forget(self, reference_ids: list[int]) -> None:
         """Before removing them from the index: a mean is never taken over a vector it no longer has."""
@@ -108,6 +128,8 @@ class EmbeddedReferences:
                 if not self._references_of[car]:
                     del self._references_of[car]
                 self._means.pop(car, None)
+        self._rivals.clear()
+        self._generation += 1
 
 
 class Library:

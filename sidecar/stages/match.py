@@ -15,7 +15,16 @@ livery's most of all (README, "Scoring").
 The decision is `match` only when the first car clears the threshold and
 leads the runner-up by the margin; `ambiguous` when it clears the
 threshold too close to another; `unknown` otherwise, which is the normal
-outcome for the many cars at an event that nobody enrolled."""
+outcome for the many cars at an event that nobody enrolled.
+
+One more condition where enrolled cars look alike (one make and shape,
+liveries alike): the vehicle must resemble the first car's mean reference
+at least as much as that car's closest enrolled rival does. A car of
+that shape, enrolled or not, can clear the threshold against several of
+them; this asks that it look more like the car than the car's twin does. It
+never binds where the enrolled cars differ (road cars: their rivals are
+far below the threshold), so it costs nothing there, and it needs no
+setting of its own (README, "Race cars of one class")."""
 
 from __future__ import annotations
 
@@ -44,6 +53,9 @@ class CarScore:
     mean_score: float | None = None
     """Similarity of the car's mean reference, which ranks the candidates;
     None as `score`."""
+    rival_score: float | None = None
+    """Similarity of the car's mean reference to its closest other enrolled
+    car's: a match needs `mean_score` at least this. None: no other car."""
 
 
 @dataclass(frozen=True)
@@ -61,10 +73,12 @@ def unit_mean(vectors: np.ndarray) -> np.ndarray:
 
 
 def car_scores(query: np.ndarray, reference_ids: np.ndarray, similarities: np.ndarray,
-               car_of: Callable[[int], str | None], mean_reference: Callable[[str], np.ndarray | None]) -> list[CarScore]:
+               car_of: Callable[[int], str | None], mean_reference: Callable[[str], np.ndarray | None],
+               rival: Callable[[str], float | None]) -> list[CarScore]:
     """Per-car scores, ranked by mean reference, from one query's vector and
     nearest references; `mean_reference(car)` is the car's unit mean
-    reference. A reference or car removed since the search (None) is left out."""
+    reference, `rival(car)` its similarity to the closest other car's. A
+    reference or car removed since the search (None) is left out."""
     best: dict[str, float] = {}
     for ref, similarity in zip(reference_ids.tolist(), similarities.tolist()):
         if similarity == -np.inf:  # a padding slot: the index found fewer neighbours
@@ -76,7 +90,8 @@ def car_scores(query: np.ndarray, reference_ids: np.ndarray, similarities: np.nd
             best[car] = similarity
     means = {car: float(mean @ query) for car in best if (mean := mean_reference(car)) is not None}
     ranked = sorted(means, key=lambda car: -means[car])
-    return [CarScore(car, round(best[car], 4), round(means[car], 4)) for car in ranked]
+    return [CarScore(car, round(best[car], 4), round(means[car], 4), None if (r := rival(car)) is None else round(r, 4))
+            for car in ranked]
 
 
 def _ranking(candidate: CarScore) -> float:
@@ -91,6 +106,12 @@ def decide(candidates: list[CarScore], policy: MatchPolicy) -> Verdict:
     if first is None or first.score is None or first.score < policy.threshold:
         return Verdict("unknown", None, None, shown)
     runner_up = _ranking(candidates[1]) if len(candidates) > 1 else -1.0
-    if _ranking(first) - runner_up < policy.margin:
+    if _ranking(first) - runner_up < policy.margin or _less_alike_than_its_rival(first):
         return Verdict("ambiguous", None, first.score, shown)
     return Verdict("match", first.car_id, first.score, shown)
+
+
+def _less_alike_than_its_rival(candidate: CarScore) -> bool:
+    """The vehicle resembles the car less than the car's closest enrolled rival does."""
+    return candidate.rival_score is not None and candidate.mean_score is not None and (
+        candidate.mean_score < candidate.rival_score)
