@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import json
 import random
-
-import cv2
 import sys
 from pathlib import Path
 
-from bench.datasets import DATA_DIR, EPFL_DIR, KHOA_DIR, BoxedFrame, epfl_frames, f1_boxes, f1_images, khoa_images
+from bench.datasets import (
+    DATA_DIR, EPFL_DIR, KHOA_DIR, BoxedFrame, epfl_frames, f1_boxes, f1_images, khoa_images, read_image,
+)
+
 UNKNOWN_EPFL_CARS = {8, 9, 10}  # a third of the cars: never enrolled
 
 
@@ -98,10 +99,7 @@ def khoa(detected: bool) -> dict[str, object]:
 
 
 def whole_frame(path: Path) -> list[float]:
-    image = cv2.imread(str(path))
-    if image is None:
-        sys.exit(f"cannot read {path}")
-    height, width = image.shape[:2]
+    height, width = read_image(path).shape[:2]
     return [0.0, 0.0, float(width), float(height)]
 
 

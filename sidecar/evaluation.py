@@ -155,9 +155,9 @@ class CarSimilarities:
     def candidates(self, query: int) -> list[CarScore]:
         """One query's cars, ranked, as identify's match stage gives them to `decide`."""
         order = np.argsort(-self.ranking[query], kind="stable")
-        rivals = self.rivals[query] if self.rivals is not None else np.full(len(self.cars), -np.inf)
+        rivals = None if self.rivals is None else self.rivals[query]
         return [CarScore(self.cars[j], float(self.matching[query, j]), float(self.ranking[query, j]),
-                         None if rivals[j] == -np.inf else float(rivals[j]))
+                         None if rivals is None or rivals[j] == -np.inf else float(rivals[j]))
                 for j in order]
 
     def of(self, queries: list[int]) -> CarSimilarities:

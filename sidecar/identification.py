@@ -90,9 +90,10 @@ class Identification:
         context.progress(len(params.images), len(params.images), "store")
         car_id = params.car.id if params.car.id is not msgspec.UNSET else None
         car, references = library.enroll(car_id, _given(params.car), entries, embedder.key)
-        labels = self._labels()
+        alike = matcher.references.look_alikes(car.id, embedder.spec.match_threshold)
+        labels = self._labels() if alike else {}
         look_alikes = [LookAlike(car_id=other, label=labels.get(other, ""), similarity=round(similarity, 4))
-                       for other, similarity in matcher.references.look_alikes(car.id, embedder.spec.match_threshold)]
+                       for other, similarity in alike]
         return EnrollResult(car=car_message(car), references=[_reference(r) for r in references], warnings=warnings,
                             look_alikes=look_alikes)
 

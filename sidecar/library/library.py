@@ -80,29 +80,27 @@ class EmbeddedReferences:
     def look_alikes(self, car_id: str, threshold: float) -> list[tuple[str, float]]:
         """The other cars whose mean reference is at least `threshold` similar to this car's, with
         that similarity, most alike first."""
-        return [pair for pair in self._alike(car_id) if pair[1] >= threshold]
+        return sorted([pair for pair in self._alike(car_id) if pair[1] >= threshold], key=lambda pair: -pair[1])
 
     def rival(self, car_id: str) -> float | None:
         """The similarity of the car's mean reference to its closest other car's (None: no other car)."""
         value = self._rivals.get(car_id)
         if value is None:
             generation = self._generation
-            alike = self._alike(car_id)
-            value = alike[0][1] if alike else -np.inf
+            value = max((similarity for _, similarity in self._alike(car_id)), default=-np.inf)
             with self._lock:
                 if generation == self._generation:  # no car changed meanwhile: the value is current
                     self._rivals[car_id] = value
         return None if value == -np.inf else value
 
     def _alike(self, car_id: str) -> list[tuple[str, float]]:
-        """Every other car with its mean reference's similarity to this car's, most alike first."""
+        """Every other car with its mean reference's similarity to this car's."""
         mine = self.mean_reference(car_id)
         if mine is None:
             return []
         with self._lock:
             others = [car for car in self._references_of if car != car_id]
-        alike = [(car, float(mean @ mine)) for car in others if (mean := self.mean_reference(car)) is not None]
-        return sorted(alike, key=lambda pair: -pair[1])
+        return [(car, float(mean @ mine)) for car in others if (mean := self.mean_reference(car)) is not None]
 
     def assign(self, reference_ids: list[int], cars: list[str]) -> None:
         """Give references (already in the index) to cars, taking them from any car they had."""
