@@ -12,7 +12,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from sidecar.stages.capture import read_capture
 from sidecar.stages.detect import Detections, detect_tiled
 from sidecar.stages.embed import Embedder, crop
 from sidecar.stages.fuse import Fused, fuse, normalise_number, number_wanted, numbers_index
-from sidecar.stages.match import MatchPolicy, car_scores, decide
+from sidecar.stages.match import CarScore, MatchPolicy, car_scores, decide
 from sidecar.stages.raw import RAW_SUFFIXES
 from sidecar.stages.sequence import Shot, Sighting, propagate
 from sidecar.stopwatch import Stopwatch
@@ -177,9 +177,7 @@ class Identification:
             detector_score=score,
             label=self.engine.detector().labels[int(found.class_ids[i])],
             decision=verdict.decision, car_id=verdict.car_id, score=verdict.score,
-            candidates=[Candidate(car_id=c.car_id, label=labels.get(c.car_id, ""), score=c.score, mean_score=c.mean_score,
-                                  rival_score=c.rival_score)
-                        for c in verdict.candidates],
+            candidates=[_candidate(c, labels) for c in verdict.candidates],
             evidence=evidence(decided, scale),
         )
 
@@ -228,8 +226,7 @@ class Identification:
                 detections.append(NewDetection(
                     box=scaled(box, decoded.scale), detector_score=score, label=self.engine.detector().labels[int(found.class_ids[i])],
                     decision=verdict.decision, car_id=verdict.car_id, score=verdict.score,
-                    candidates=[{"car_id": c.car_id, "score": c.score, "mean_score": c.mean_score,
-                                 "rival_score": c.rival_score} for c in verdict.candidates],
+                    candidates=[asdict(c) for c in verdict.candidates],
                     embedding=vectors[i], number=decided.number.text if decided.number else None,
                     evidence=msgspec.to_builtins(evidence(decided, decoded.scale)),
                 ))
@@ -449,12 +446,18 @@ def _reference(row: ReferenceRow) -> Reference:
                      added_at=row.added_at)
 
 
+def _candidate(scored: CarScore, labels: dict[str, str]) -> Candidate:
+    """A scored car as the protocol reports it, named by its label."""
+    return Candidate(car_id=scored.car_id, label=labels.get(scored.car_id, ""), score=scored.score,
+                     mean_score=scored.mean_score, rival_score=scored.rival_score)
+
+
 def _result(row: DetectionRow, labels: dict[str, str]) -> ResultDetection:
     return ResultDetection(
         detection_id=row.id, photo_id=row.photo_id, path=row.path, box=row.box, detector_score=row.detector_score,
         label=row.label, decision=row.decision, car_id=row.car_id, score=row.score,  # type: ignore[arg-type]
-        candidates=[Candidate(car_id=c["car_id"], label=labels.get(c["car_id"], ""), score=c["score"],
-                              mean_score=c.get("mean_score"), rival_score=c.get("rival_score")) for c in row.candidates],
+        # Rows tagged before a CarScore field existed lack it: the field's default (None) stands in.
+        candidates=[_candidate(CarScore(**c), labels) for c in row.candidates],
         review=row.review,  # type: ignore[arg-type]
         sensor_scale=row.sensor_scale,
         evidence=None if row.evidence is None else msgspec.convert(row.evidence, Evidence),

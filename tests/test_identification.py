@@ -155,6 +155,10 @@ def test_enrolling_a_car_that_looks_like_an_enrolled_one_names_it(tmp_path: Path
         after = over_the_car(process.request("identify", photo, id="after"))
         assert after["decision"] == "ambiguous"
         assert after["candidates"][0]["rival_score"] > after["candidates"][0]["mean_score"]
+        # Tagged, the photo's stored result reports the same candidates, every score kept.
+        process.request("tag", {"images": [str(shown.path)], "read_numbers": False, "sequence_gap_s": 0}, id="tag")
+        stored = process.request("results.query", {}, id="results")["result"]["detections"]
+        assert max(stored, key=lambda d: _iou(np.asarray(d["box"]), np.asarray(shown.box)))["candidates"] == after["candidates"]
     finally:
         process.kill()
 
