@@ -52,6 +52,7 @@ class EmbeddedReferences:
         # Computed on first use; dropped whenever the car's references change (every rival then).
         self._means: dict[str, np.ndarray] = {}
         self._rivals: dict[str, float] = {}  # -inf: no other car
+        self._stacked: tuple[list[str], np.ndarray] | None = None  # every car's mean, one row each
         self._generation = 0
         self._lock = threading.Lock()
         self.assign(ids.tolist(), cars)
@@ -98,9 +99,23 @@ class EmbeddedReferences:
         mine = self.mean_reference(car_id)
         if mine is None:
             return []
-        with self._lock:
-            others = [car for car in self._references_of if car != car_id]
-        return [(car, float(mean @ mine)) for car in others if (mean := self.mean_reference(car)) is not None]
+        cars, means = self._means_stacked()
+        return [(car, float(similarity)) for car, similarity in zip(cars, means @ mine) if car != car_id]
+
+    def _means_stacked(self) -> tuple[list[str], np.ndarray]:
+        """Every car's mean reference, one row each: a car's similarity to all the others is one product."""
+        stacked = self._stacked
+        if stacked is None:
+            generation = self._generation
+            with self._lock:
+                cars = list(self._references_of)
+            means = [(car, mean) for car in cars if (mean := self.mean_reference(car)) is not None]
+            stacked = ([car for car, _ in means],
+                       np.stack([mean for _, mean in means]) if means else np.empty((0, self.index.dim), np.float32))
+            with self._lock:
+                if generation == self._generation:  # no car changed meanwhile: the matrix is current
+                    self._stacked = stacked
+        return stacked
 
     def assign(self, reference_ids: list[int], cars: list[str]) -> None:
         """Give references (already in the index) to cars, taking them from any car they had."""
@@ -111,6 +126,7 @@ class EmbeddedReferences:
                 self._references_of.setdefault(car, set()).add(ref)
                 self._means.pop(car, None)
             self._rivals.clear()
+            self._stacked = None
             self._generation += 1
 
     def forget(self, reference_ids: list[int]) -> None:
@@ -127,6 +143,7 @@ class EmbeddedReferences:
                     del self._references_of[car]
                 self._means.pop(car, None)
         self._rivals.clear()
+        self._stacked = None
         self._generation += 1
 
 
