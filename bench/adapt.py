@@ -8,8 +8,11 @@ data), then `liveryid eval`'s figures are printed before and after.
 
 EPFL is enrolled with 3 references per car (adapt checks its model on them),
 then measured with the 1-reference manifest too (its reference is one of the
-three, its queries the same photos). Khoa is not run: it has one reference
-per vehicle, and adapt refuses to switch models it cannot check.
+three, its queries the same photos). The F1 game set is run with every team
+enrolled, then as an open set (f1-open: 3 of the 10 teams never enrolled,
+their photos in the event): cars of one shape, where an unenrolled car can
+cluster with an enrolled one. Khoa is not run: it has one reference per
+vehicle, and adapt refuses to switch models it cannot check.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ QUIET = quiet_context()
 SCENARIOS = [
     ("epfl-3ref.json", ["epfl-1ref.json", "epfl-3ref.json"]),
     ("f1-3ref.json", ["f1-3ref.json"]),
+    ("f1-open/f1-3ref-open.json", ["f1-open/f1-3ref-open.json"]),
 ]
 
 

@@ -69,7 +69,9 @@ METHODS: dict[str, MethodSpec] = {
                    "Write the results as CSV or JSON, or as XMP sidecar files beside the photos."),
         MethodSpec("adapt", AdaptParams, AdaptResult,
                    "Fine-tune the embedder on the event's unlabelled photos; use it when it is better on the enrolled "
-                   "references. Runs in the background, as tag does."),
+                   "references. A car in the photos that nobody enrolled is not checked: among cars of one shape it "
+                   "can be learnt as an enrolled car (README: Adapting the embedder to an event). Runs in the "
+                   "background, as tag does."),
         MethodSpec("adapt.revert", None, AdaptRevertResult,
                    "Go back to the shipped embedder (the adapted model stays in the library)."),
     )
