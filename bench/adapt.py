@@ -96,6 +96,10 @@ def main() -> None:
         for b, a in zip(before, after):
             print(f"| {b.name} | {b.rank1:.1%} → {a.rank1:.1%} | {b.true_match_rate:.1%} → {a.true_match_rate:.1%} | "
                   f"{b.false_match_rate:.1%} → {a.false_match_rate:.1%} |")
+        for when, reports in (("before", before), ("after", after)):
+            named = evaluation.false_matches_line(reports)
+            if named:
+                print(f"- {when}, {named}")
     print(f"\npeak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB")
 
 

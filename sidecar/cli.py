@@ -368,6 +368,9 @@ def _evaluate(args: argparse.Namespace, engine: Engine) -> int:
         if args.sweep:
             print(evaluation.sweep(prepared, policy.margin))
     print(evaluation.table(reports, policy))
+    named = evaluation.false_matches_line([r for r in reports if r.aggregate == evaluation.IDENTIFY_SCORING])
+    if named:
+        print(f"\n{named}")
     print(f"\nenrolled cars with a look-alike (another car's mean reference {policy.threshold:g} alike or more, "
           f"as enroll reports): {'; '.join(look_alikes)}")
     return 0

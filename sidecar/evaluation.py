@@ -16,7 +16,8 @@ HNSW index matches at these sizes.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -67,6 +68,9 @@ class Report:
     false_match_rate: float
     """Unknown cars matched to an enrolled car."""
     ambiguous_rate: float
+    false_matches_to: dict[str, int] = field(default_factory=dict)
+    """The enrolled cars unknown ones were matched to, and how often, most often first: which
+    enrolled cars the unknown ones look like."""
 
 
 def embed_samples(engine: Engine, samples: list[Sample], base: Path) -> np.ndarray:
@@ -206,8 +210,17 @@ def evaluate(name: str, scores: CarSimilarities, truths: list[str | None], polic
     wrong_match = np.mean([verdicts[i].decision == "match" and verdicts[i].car_id != truths[i] for i in known]) if known else 0.0
     false_match = np.mean([verdicts[i].decision == "match" for i in unknown]) if unknown else 0.0
     ambiguous = np.mean([v.decision == "ambiguous" for v in verdicts])
+    false_matches_to = Counter(verdicts[i].car_id or "" for i in unknown if verdicts[i].decision == "match")
     return Report(name, aggregate, len(cars), references, len(known), len(unknown), float(rank1), float(mean_ap),
-                  float(true_match), float(wrong_match), float(false_match), float(ambiguous))
+                  float(true_match), float(wrong_match), float(false_match), float(ambiguous),
+                  dict(false_matches_to.most_common()))
+
+
+def false_matches_line(reports: list[Report]) -> str | None:
+    """The enrolled cars each set's unknown cars were matched to (None: no false match at all)."""
+    named = [f"{r.name} " + ", ".join(f"{car} {n}" for car, n in r.false_matches_to.items())
+             for r in reports if r.false_matches_to]
+    return f"false matches by the enrolled car named: {'; '.join(named)}" if named else None
 
 
 @dataclass(frozen=True)

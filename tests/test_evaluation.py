@@ -15,6 +15,7 @@ from sidecar.evaluation import (
     average_precision,
     car_similarities,
     evaluate,
+    false_matches_line,
     prepare,
 )
 from sidecar.stages.match import MatchPolicy
@@ -57,6 +58,8 @@ def test_open_set_rates() -> None:
     assert report.wrong_match_rate == pytest.approx(1 / 3)
     assert report.false_match_rate == pytest.approx(1 / 2)
     assert report.ambiguous_rate == pytest.approx(1 / 5)
+    assert report.false_matches_to == {"a": 1}  # the wrong match of a known car is not counted there
+    assert false_matches_line([report]) == "false matches by the enrolled car named: t a 1"
 
 
 def test_cars_with_look_alikes_counts_cars_whose_mean_references_are_alike() -> None:
