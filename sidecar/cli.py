@@ -368,9 +368,10 @@ def _evaluate(args: argparse.Namespace, engine: Engine) -> int:
         if args.sweep:
             print(evaluation.sweep(prepared, policy.margin))
     print(evaluation.table(reports, policy))
-    named = evaluation.false_matches_line([r for r in reports if r.aggregate == evaluation.IDENTIFY_SCORING])
-    if named:
-        print(f"\n{named}")
+    identify_reports = [r for r in reports if r.aggregate == evaluation.IDENTIFY_SCORING]
+    for line in (evaluation.rank1_misses_line(identify_reports), evaluation.false_matches_line(identify_reports)):
+        if line:
+            print(f"\n{line}")
     print(f"\nenrolled cars with a look-alike (another car's mean reference {policy.threshold:g} alike or more, "
           f"as enroll reports): {'; '.join(look_alikes)}")
     return 0

@@ -71,6 +71,8 @@ class Report:
     false_matches_to: dict[str, int] = field(default_factory=dict)
     """The enrolled cars unknown ones were matched to, and how often, most often first: which
     enrolled cars the unknown ones look like."""
+    rank1_misses: dict[tuple[str, str], int] = field(default_factory=dict)
+    """(car, car ranked first instead) and how often, most often first: which cars the embedder confuses."""
 
 
 def embed_samples(engine: Engine, samples: list[Sample], base: Path) -> np.ndarray:
@@ -202,7 +204,9 @@ def evaluate(name: str, scores: CarSimilarities, truths: list[str | None], polic
     cars = scores.cars
     known = [i for i, t in enumerate(truths) if t is not None]
     unknown = [i for i, t in enumerate(truths) if t is None]
-    rank1 = np.mean([cars[int(np.argmax(scores.ranking[i]))] == truths[i] for i in known]) if known else 0.0
+    first = [cars[int(np.argmax(scores.ranking[i]))] for i in range(len(truths))]
+    rank1 = np.mean([first[i] == truths[i] for i in known]) if known else 0.0
+    rank1_misses = Counter((truths[i] or "", first[i]) for i in known if first[i] != truths[i])
     mean_ap = np.mean([average_precision(scores.ranking[i], np.array([c == truths[i] for c in cars]))
                        for i in known]) if known else 0.0
     verdicts = [decide(scores.candidates(i), policy) for i in range(len(truths))]
@@ -213,7 +217,7 @@ def evaluate(name: str, scores: CarSimilarities, truths: list[str | None], polic
     false_matches_to = Counter(verdicts[i].car_id or "" for i in unknown if verdicts[i].decision == "match")
     return Report(name, aggregate, len(cars), references, len(known), len(unknown), float(rank1), float(mean_ap),
                   float(true_match), float(wrong_match), float(false_match), float(ambiguous),
-                  dict(false_matches_to.most_common()))
+                  dict(false_matches_to.most_common()), dict(rank1_misses.most_common()))
 
 
 def false_matches_line(reports: list[Report]) -> str | None:
@@ -221,6 +225,13 @@ def false_matches_line(reports: list[Report]) -> str | None:
     named = [f"{r.name} " + ", ".join(f"{car} {n}" for car, n in r.false_matches_to.items())
              for r in reports if r.false_matches_to]
     return f"false matches by the enrolled car named: {'; '.join(named)}" if named else None
+
+
+def rank1_misses_line(reports: list[Report], most: int = 5) -> str | None:
+    """Each set's most frequent rank-1 misses, as `car as other n` (None: no miss at all)."""
+    named = [f"{r.name} " + ", ".join(f"{car} as {other} {n}" for (car, other), n in list(r.rank1_misses.items())[:most])
+             for r in reports if r.rank1_misses]
+    return f"rank-1 misses, most frequent first (car as the car ranked first): {'; '.join(named)}" if named else None
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from sidecar.evaluation import (
     evaluate,
     false_matches_line,
     prepare,
+    rank1_misses_line,
 )
 from sidecar.stages.match import MatchPolicy
 
@@ -60,6 +61,8 @@ def test_open_set_rates() -> None:
     assert report.ambiguous_rate == pytest.approx(1 / 5)
     assert report.false_matches_to == {"a": 1}  # the wrong match of a known car is not counted there
     assert false_matches_line([report]) == "false matches by the enrolled car named: t a 1"
+    assert report.rank1_misses == {("a", "b"): 1, ("b", "a"): 1}
+    assert rank1_misses_line([report], most=1) == "rank-1 misses, most frequent first (car as the car ranked first): t a as b 1"
 
 
 def test_cars_with_look_alikes_counts_cars_whose_mean_references_are_alike() -> None:
