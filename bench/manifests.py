@@ -20,6 +20,8 @@
   of the 93 hand-boxed images (bench/labels), matched on their boxes.
   f1-open/: both again with every third team (3 of 10) never enrolled, all
   its images queries of an unknown car: the F1 set as an open set.
+  f1-draws/: f1-3ref with two other random draws of the 3 references: how
+  much the F1 figures owe to which photos were drawn.
 
 None of these images is trained on (bench.datasets says what is).
 """
@@ -36,6 +38,11 @@ from bench.datasets import (
 )
 
 UNKNOWN_EPFL_CARS = {8, 9, 10}  # a third of the cars: never enrolled
+
+
+F1_DRAW = 7
+"""The seed of the F1 manifests' references (f1-3ref, f1-boxed, f1-open)."""
+OTHER_F1_DRAWS = (1, 2)
 
 
 def epfl_angles() -> dict[int, tuple[int, int, int]]:
@@ -103,16 +110,17 @@ def whole_frame(path: Path) -> list[float]:
     return [0.0, 0.0, float(width), float(height)]
 
 
-def f1(boxed: bool, open_set: bool = False) -> dict[str, object]:
+def f1(boxed: bool, open_set: bool = False, draw: int = F1_DRAW) -> dict[str, object]:
     """All F1 images, matched on the dominant detected vehicle; or `boxed`, only the hand-boxed
     ones, matched on their labelled box: the embedder's share of the F1 figures, without the detector's.
-    `open_set`: every third team is not enrolled (the other teams keep the same references)."""
+    `open_set`: every third team is not enrolled (the other teams keep the same references).
+    `draw`: the seed the references are drawn with."""
     boxes: dict[Path, list[float] | None] = (
         {path: list(box) for path, box in f1_boxes()} if boxed else {path: None for path, _ in f1_images()})
     by_team: dict[str, list[Path]] = {}
     for path in boxes:
         by_team.setdefault(path.parent.name, []).append(path)
-    rng = random.Random(7)
+    rng = random.Random(draw)
     references, queries = [], []
     for index, (team, paths) in enumerate(sorted(by_team.items())):
         chosen = set(rng.sample(sorted(paths), 3))
@@ -124,6 +132,8 @@ def f1(boxed: bool, open_set: bool = False) -> dict[str, object]:
     name = "f1-game-3ref-boxed (synthetic, hand-boxed)" if boxed else "f1-game-3ref (synthetic)"
     if open_set:
         name = name.replace("3ref", "3ref-open")
+    if draw != F1_DRAW:
+        name += f", draw {draw}"
     return {"name": name, "references": references, "queries": queries}
 
 
@@ -141,9 +151,10 @@ def main() -> None:
         "f1-boxed/f1-3ref-boxed.json": f1(boxed=True),
         "f1-open/f1-3ref-open.json": f1(boxed=False, open_set=True),
         "f1-open/f1-3ref-open-boxed.json": f1(boxed=True, open_set=True),
+        **{f"f1-draws/f1-3ref-draw{draw}.json": f1(boxed=False, draw=draw) for draw in OTHER_F1_DRAWS},
     }
     # Apart, so `liveryid eval .cache/eval/*.json` keeps its five sets.
-    for folder in ("epfl-views", "f1-boxed", "f1-open"):
+    for folder in ("epfl-views", "f1-boxed", "f1-open", "f1-draws"):
         (out / folder).mkdir(exist_ok=True)
     for angle in range(0, 360, 45):
         manifests[f"epfl-views/epfl-1ref-{angle:03d}.json"] = epfl([float(angle)], f"epfl-1ref-{angle:03d}")
