@@ -222,16 +222,19 @@ def evaluate(name: str, scores: CarSimilarities, truths: list[str | None], polic
 
 def false_matches_line(reports: list[Report]) -> str | None:
     """The enrolled cars each set's unknown cars were matched to (None: no false match at all)."""
-    named = [f"{r.name} " + ", ".join(f"{car} {n}" for car, n in r.false_matches_to.items())
-             for r in reports if r.false_matches_to]
-    return f"false matches by the enrolled car named: {'; '.join(named)}" if named else None
+    return _counts_line("false matches by the enrolled car named", [(r.name, r.false_matches_to) for r in reports])
 
 
 def rank1_misses_line(reports: list[Report], most: int = 5) -> str | None:
     """Each set's most frequent rank-1 misses, as `car as other n` (None: no miss at all)."""
-    named = [f"{r.name} " + ", ".join(f"{car} as {other} {n}" for (car, other), n in list(r.rank1_misses.items())[:most])
-             for r in reports if r.rank1_misses]
-    return f"rank-1 misses, most frequent first (car as the car ranked first): {'; '.join(named)}" if named else None
+    return _counts_line("rank-1 misses, most frequent first (car as the car ranked first)", [
+        (r.name, {f"{car} as {other}": n for (car, other), n in list(r.rank1_misses.items())[:most]}) for r in reports])
+
+
+def _counts_line(title: str, per_set: list[tuple[str, dict[str, int]]]) -> str | None:
+    """`title: set key n, key n; set ...` for the sets with any count (None: none has)."""
+    named = [f"{name} " + ", ".join(f"{key} {n}" for key, n in counts.items()) for name, counts in per_set if counts]
+    return f"{title}: {'; '.join(named)}" if named else None
 
 
 @dataclass(frozen=True)
