@@ -40,15 +40,9 @@ NUMBERED_CAR, NUMBER = "04", "3"
 
 def rates(verdicts: list[Verdict], truths: list[str | None]) -> tuple[float, float, float, float]:
     """(true match, wrong match, false match on unenrolled cars, true match on the numbered car)."""
-    known = [(v, t) for v, t in zip(verdicts, truths) if t is not None]
-    unknown = [v for v, t in zip(verdicts, truths) if t is None]
     numbered = [v for v, t in zip(verdicts, truths) if t == NUMBERED_CAR]
-    return (
-        float(np.mean([v.decision == "match" and v.car_id == t for v, t in known])),
-        float(np.mean([v.decision == "match" and v.car_id != t for v, t in known])),
-        float(np.mean([v.decision == "match" for v in unknown])),
-        float(np.mean([v.decision == "match" and v.car_id == NUMBERED_CAR for v in numbered])),
-    )
+    return (*evaluation.match_rates(verdicts, truths),
+            float(np.mean([v.decision == "match" and v.car_id == NUMBERED_CAR for v in numbered])))
 
 
 def compare(prepared: evaluation.Prepared, readings: list[list[NumberReading]], policy: MatchPolicy,
@@ -89,7 +83,7 @@ def main() -> None:
             key = (query.image, tuple(query.box) if query.box else None)
             if key not in read_on:
                 image = load_image(ImageRef(path=query.image), engine.limits)
-                read_on[key] = reader.on_vehicle(image, query.box or [0, 0, image.shape[1], image.shape[0]])
+                read_on[key] = reader.on_vehicle(image, query.box or [0, 0, image.shape[1], image.shape[0]]).numbers
             readings.append(read_on[key])
         for number_only in (False, True):
             library = "car 04 by number only" if number_only else "references"

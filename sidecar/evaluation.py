@@ -29,7 +29,7 @@ from sidecar.identification import reference_box
 from sidecar.protocol.messages import ImageRef
 from sidecar.stages.decode import load_image
 from sidecar.stages.embed import crop
-from sidecar.stages.match import CarScore, MatchPolicy, decide, unit_mean
+from sidecar.stages.match import CarScore, MatchPolicy, Verdict, decide, unit_mean
 
 log = logging.getLogger(__name__)
 Aggregate = Literal["mean rank, max match", "max", "mean", "max+k-reciprocal"]
@@ -210,14 +210,22 @@ def evaluate(name: str, scores: CarSimilarities, truths: list[str | None], polic
     mean_ap = np.mean([average_precision(scores.ranking[i], np.array([c == truths[i] for c in cars]))
                        for i in known]) if known else 0.0
     verdicts = [decide(scores.candidates(i), policy) for i in range(len(truths))]
-    true_match = np.mean([verdicts[i].decision == "match" and verdicts[i].car_id == truths[i] for i in known]) if known else 0.0
-    wrong_match = np.mean([verdicts[i].decision == "match" and verdicts[i].car_id != truths[i] for i in known]) if known else 0.0
-    false_match = np.mean([verdicts[i].decision == "match" for i in unknown]) if unknown else 0.0
+    true_match, wrong_match, false_match = match_rates(verdicts, truths)
     ambiguous = np.mean([v.decision == "ambiguous" for v in verdicts])
     false_matches_to = Counter(verdicts[i].car_id or "" for i in unknown if verdicts[i].decision == "match")
     return Report(name, aggregate, len(cars), references, len(known), len(unknown), float(rank1), float(mean_ap),
-                  float(true_match), float(wrong_match), float(false_match), float(ambiguous),
+                  true_match, wrong_match, false_match, float(ambiguous),
                   dict(false_matches_to.most_common()), dict(rank1_misses.most_common()))
+
+
+def match_rates(verdicts: list[Verdict], truths: list[str | None]) -> tuple[float, float, float]:
+    """(true match, wrong match) among the known cars' verdicts and (false match) among the
+    unknown ones' (truth None); 0.0 where there are none."""
+    known = [(v, t) for v, t in zip(verdicts, truths) if t is not None]
+    unknown = [v for v, t in zip(verdicts, truths) if t is None]
+    return (float(np.mean([v.decision == "match" and v.car_id == t for v, t in known])) if known else 0.0,
+            float(np.mean([v.decision == "match" and v.car_id != t for v, t in known])) if known else 0.0,
+            float(np.mean([v.decision == "match" for v in unknown])) if unknown else 0.0)
 
 
 def false_matches_line(reports: list[Report]) -> str | None:

@@ -22,7 +22,7 @@ import numpy as np
 from sidecar.engine import Engine, Matcher
 from sidecar.errors import InvalidParams, NotFound, RpcError
 from sidecar.inference.turns import MODEL_TURNS, background, interactive
-from sidecar.library.store import CarRow, DetectionRow, NewDetection, ReferenceRow
+from sidecar.library.store import CarRow, DetectionRow, NewDetection, ReferenceEntry, ReferenceRow
 from sidecar.protocol.endpoint import RequestContext
 from sidecar.protocol.messages import (
     AppearanceEvidence, Candidate, Car, CarChanges, CarDetail, CarIdParams, CarsListResult, CarsMergeParams,
@@ -39,8 +39,10 @@ from sidecar.stages.detect import Detections, detect_tiled
 from sidecar.stages.embed import Embedder, crop
 from sidecar.stages.fuse import Fused, fuse, normalise_number, number_wanted, numbers_index
 from sidecar.stages.match import CarScore, MatchPolicy, car_scores, decide
+from sidecar.stages.number import VehicleText
 from sidecar.stages.raw import RAW_SUFFIXES
 from sidecar.stages.sequence import Shot, Sighting, propagate
+from sidecar.stages.words import break_tie, worth_reading
 from sidecar.stopwatch import Stopwatch
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,7 @@ class Identification:
         entries, warnings = [], []
         matcher = self.engine.matcher()
         embedder = matcher.embedder
+        reader = self.engine.number_reader()
         for index, image_ref in enumerate(params.images):
             context.progress(index, len(params.images), "reference")
             image = load_image(image_ref, self.engine.limits)
@@ -86,7 +89,9 @@ class Identification:
             box, quality, warning = reference_box(self.engine, image, given, index)
             if warning is not None:
                 warnings.append(warning)
-            entries.append((source_of(image_ref), box, embedder([crop(image, box)])[0], quality))
+            vehicle = crop(image, box)
+            entries.append(ReferenceEntry(source_of(image_ref), box, embedder([vehicle])[0], quality,
+                                          reader.read(vehicle, words=True).words))
         context.progress(len(params.images), len(params.images), "store")
         car_id = params.car.id if params.car.id is not msgspec.UNSET else None
         car, references = library.enroll(car_id, _given(params.car), entries, embedder.key)
@@ -134,20 +139,22 @@ class Identification:
             references = matcher.references
             reference_ids, similarities = references.index.search(vectors, count=max(50, 10 * options.top_k))
             policy = match_policy(matcher.embedder, options.threshold, options.margin, options.top_k)
-            verdicts = [
-                decide(car_scores(vector, ids, sims, references.car_of, references.mean_reference, references.rival),
-                       policy)
-                for vector, ids, sims in zip(vectors, reference_ids, similarities)
-            ]
+            ranked = [car_scores(vector, ids, sims, references.car_of, references.mean_reference, references.rival)
+                      for vector, ids, sims in zip(vectors, reference_ids, similarities)]
+            verdicts = [decide(candidates, policy) for candidates in ranked]
         with watch.stage("number"):
             reader = self.engine.number_reader() if options.read_numbers else None
-            readings = [
-                reader.on_vehicle(image, found.reported(i)[0])
-                if reader and number_wanted(options.read_numbers, verdict) else []
-                for i, verdict in enumerate(verdicts)
-            ]
+            car_words = self.engine.library().car_words() if reader else {}
+            texts = []
+            for i, (candidates, verdict) in enumerate(zip(ranked, verdicts)):
+                tie_words = reader is not None and worth_reading(candidates, policy, car_words)
+                texts.append(reader.on_vehicle(image, found.reported(i)[0], tie_words)
+                             if reader and (tie_words or number_wanted(options.read_numbers, verdict))
+                             else VehicleText([], frozenset()))
         cars_by_number = numbers_index(numbers)
-        fused = [fuse(verdict, read, numbers, cars_by_number, policy) for verdict, read in zip(verdicts, readings)]
+        fused = [fuse(verdict, text.numbers, numbers, cars_by_number, policy,
+                      break_tie(verdict, candidates, text.words, car_words, policy) if text.words else None)
+                 for candidates, verdict, text in zip(ranked, verdicts, texts)]
         return found, vectors, fused
 
     @interactive()
@@ -328,13 +335,16 @@ class Identification:
         if params.add_as_reference:
             source = detection_source(row.path, row.id)
             embedder = self.engine.matcher().embedder
-            if f"+{embedder.key}@" not in models:  # tagged before the library changed embedder: embed the crop again
-                image = self.engine.reference_crop(source, row.box)
+            # Read again for its words, and to embed it again if tagged before the library changed embedder.
+            image = self.engine.reference_crop(source, row.box)
+            if f"+{embedder.key}@" not in models:
                 if image is None:
                     raise InvalidParams(f"{row.path} cannot be read again to embed this detection with {embedder.key}",
                                         {"field": "params.add_as_reference"})
                 embedding = embedder([image])[0]
-            _, (added,) = library.enroll(car_id, {}, [(source, row.box, embedding, row.detector_score)], embedder.key)
+            words = None if image is None else self.engine.number_reader().read(image, words=True).words
+            _, (added,) = library.enroll(
+                car_id, {}, [ReferenceEntry(source, row.box, embedding, row.detector_score, words)], embedder.key)
             reference = _reference(added)
         confirmed = self._detection(row.id)[0]
         return ReviewResult(detection=_result(confirmed, self._labels()), reference=reference)
@@ -428,6 +438,7 @@ def evidence(decided: Fused, scale: float) -> Evidence:
         number=None if reading is None else NumberEvidence(
             text=reading.text, confidence=reading.confidence, box=scaled(reading.box, scale), car_ids=decided.number_cars),
         conflict=decided.conflict,
+        words=decided.words,
     )
 
 
@@ -443,7 +454,7 @@ def car_message(row: CarRow) -> Car:
 
 def _reference(row: ReferenceRow) -> Reference:
     return Reference(id=row.id, car_id=row.car_id, source=row.source, box=row.box, quality=row.quality,
-                     added_at=row.added_at)
+                     added_at=row.added_at, words=row.words)
 
 
 def _candidate(scored: CarScore, labels: dict[str, str]) -> Candidate:

@@ -7,6 +7,7 @@ import pytest
 from sidecar.stages.fuse import fuse, normalise_number, number_wanted, numbers_index
 from sidecar.stages.match import CarScore, MatchPolicy, Verdict, decide
 from sidecar.stages.number import NumberReading
+from sidecar.stages.words import break_tie
 
 POLICY = MatchPolicy(threshold=0.6, margin=0.05, top_k=5)
 # Two cars of one team look alike (a, b); c has no number on record.
@@ -106,3 +107,19 @@ def test_which_vehicles_have_their_number_read(read_numbers: bool | str, decisio
                         [CarScore("a", 0.9), CarScore("b", 0.89)] if decision == "ambiguous" else [], POLICY)
     assert appearance.decision == decision
     assert number_wanted(read_numbers, appearance) is wanted  # type: ignore[arg-type]
+
+
+def test_a_tie_the_words_broke_is_appearance_for_the_number_and_the_reply_says_so() -> None:
+    candidates = [CarScore("a", 0.9, 0.9), CarScore("b", 0.88, 0.88)]
+    tie = decide(candidates, POLICY)
+    words = {"a": {"PETRONAS"}, "b": {"REXONA"}}
+    worded = break_tie(tie, candidates, {"PETRONAS"}, words, POLICY)
+    fused = fuse(tie, [], NUMBERS, numbers_index(NUMBERS), POLICY, worded)
+    assert (fused.verdict.decision, fused.verdict.car_id, fused.decided_by, fused.words) == (
+        "match", "a", ["appearance", "words"], ["PETRONAS"])
+    assert fused.appearance == tie  # what appearance alone decided: the tie
+    agreed = fuse(tie, read("7"), NUMBERS, numbers_index(NUMBERS), POLICY, worded)
+    assert (agreed.verdict.car_id, agreed.decided_by) == ("a", ["appearance", "words", "number"])
+    contradicted = fuse(tie, read("8"), NUMBERS, numbers_index(NUMBERS), POLICY, worded)
+    assert (contradicted.verdict.decision, contradicted.decided_by) == ("ambiguous", [])
+    assert "8" in (contradicted.conflict or "") and contradicted.words == ["PETRONAS"]

@@ -89,6 +89,7 @@ def test_enroll_identify_tag_review_and_export(tmp_path: Path, dev_data: Path) -
                                                         "add_as_reference": True}, id="confirm")["result"]
         assert confirmed["detection"]["review"] == "confirmed" and confirmed["detection"]["car_id"] == car_ids[2]
         assert confirmed["reference"]["car_id"] == car_ids[2]
+        assert isinstance(confirmed["reference"]["words"], list)  # read from its photo again (null: never read)
         assert process.request("cars.get", {"id": car_ids[2]}, id="get")["result"]["car"]["references"] == 3
         pending = process.request("results.query", {"review": "pending"}, id="pending")["result"]
         assert pending["total"] == everything["total"] - 1
@@ -159,6 +160,56 @@ def test_enrolling_a_car_that_looks_like_an_enrolled_one_names_it(tmp_path: Path
         process.request("tag", {"images": [str(shown.path)], "read_numbers": False, "sequence_gap_s": 0}, id="tag")
         stored = process.request("results.query", {}, id="results")["result"]["detections"]
         assert max(stored, key=lambda d: _iou(np.asarray(d["box"]), np.asarray(shown.box)))["candidates"] == after["candidates"]
+    finally:
+        process.kill()
+
+
+def _painted(frame: object, word: str, folder: Path) -> Path:
+    """An EPFL frame with `word` on a white panel across its car's side, as a sponsor's name."""
+    image = cv2.imread(str(frame.path))  # type: ignore[attr-defined]
+    x1, y1, x2, y2 = (int(v) for v in frame.box)  # type: ignore[attr-defined]
+    (width, height), _ = cv2.getTextSize(word, cv2.FONT_HERSHEY_SIMPLEX, 0.9, 2)
+    cx, cy = (x1 + x2) // 2, y1 + int((y2 - y1) * 0.55)
+    cv2.rectangle(image, (cx - width // 2 - 6, cy - height - 6), (cx + width // 2 + 6, cy + 8), (255, 255, 255), -1)
+    cv2.putText(image, word, (cx - width // 2, cy), cv2.FONT_HERSHEY_SIMPLEX, 0.9, (0, 0, 0), 2, cv2.LINE_AA)
+    path = folder / f"{frame.frame}-{word}.png"  # type: ignore[attr-defined]
+    cv2.imwrite(str(path), image)
+    return path
+
+
+def test_the_words_on_a_livery_put_the_car_that_carries_them_first(tmp_path: Path, dev_data: Path) -> None:
+    """Two cars alike to the pixel but for their sponsor: appearance ties them, the words read order them."""
+    frames = {f.frame: f for f in epfl_frames() if f.car == 1}
+    refs, shown = [frames[10], frames[12]], frames[11]
+
+    def enroll(word: str) -> dict:
+        return process.request("enroll", {
+            "car": {"label": word}, "images": [{"path": str(_painted(f, word, tmp_path))} for f in refs],
+            "boxes": [list(f.box) for f in refs]}, id=word)["result"]
+
+    def over_the_car(params: dict) -> dict:
+        vehicles = process.request("identify", params, id="identify")["result"]["vehicles"]
+        return max(vehicles, key=lambda v: _iou(np.asarray(v["box"]), np.asarray(shown.box)))
+
+    process = SidecarProcess("json")
+    try:
+        open_library(process, tmp_path / "lib")
+        petronas, rexona = enroll("PETRONAS"), enroll("REXONA")
+        assert [r["words"] for r in petronas["references"]] == [["PETRONAS"], ["PETRONAS"]]
+        assert [r["words"] for r in process.request("cars.get", {"id": rexona["car"]["id"]}, id="get")
+                ["result"]["references"]] == [["REXONA"], ["REXONA"]]
+        ids = {"PETRONAS": petronas["car"]["id"], "REXONA": rexona["car"]["id"]}
+        for word in ("PETRONAS", "REXONA"):
+            photo = {"image": {"path": str(_painted(shown, word, tmp_path))}}
+            without = over_the_car({**photo, "read_numbers": False})
+            assert without["decision"] == "ambiguous" and "words" not in without["evidence"]
+            tied = {c["car_id"]: c["mean_score"] for c in without["candidates"][:2]}
+            assert set(tied) == set(ids.values()) and abs(tied[ids["PETRONAS"]] - tied[ids["REXONA"]]) < 0.03
+            vehicle = over_the_car(photo)
+            assert vehicle["evidence"]["words"] == [word]
+            assert vehicle["candidates"][0]["car_id"] == ids[word]
+            # Twins whose means are closer to each other than the photo is to either: the rival rule still holds.
+            assert vehicle["decision"] == "ambiguous" and vehicle["evidence"]["decided_by"] == []
     finally:
         process.kill()
 

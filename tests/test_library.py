@@ -13,7 +13,7 @@ import pytest
 from sidecar.errors import InvalidParams, LibraryInUse, LibraryTooNew, NotFound
 from sidecar.evaluation import IDENTIFY_SCORING, car_similarities
 from sidecar.library.library import Library
-from sidecar.library.store import SCHEMA, SCHEMA_VERSION, NewDetection
+from sidecar.library.store import SCHEMA, SCHEMA_VERSION, NewDetection, ReferenceEntry
 from sidecar.stages.match import CarScore, MatchPolicy, car_scores, decide
 
 DIM = 8
@@ -24,8 +24,8 @@ def unit(seed: int) -> np.ndarray:
     return vector / np.linalg.norm(vector)
 
 
-def entries(*seeds: int) -> list[tuple[str, list[float], np.ndarray, float]]:
-    return [(f"ref{s}.jpg", [0.0, 0.0, 10.0, 10.0], unit(s), 0.9) for s in seeds]
+def entries(*seeds: int) -> list[ReferenceEntry]:
+    return [ReferenceEntry(f"ref{s}.jpg", [0.0, 0.0, 10.0, 10.0], unit(s), 0.9) for s in seeds]
 
 
 def nearest_car(library: Library, query: np.ndarray) -> str:
@@ -53,6 +53,29 @@ def test_enroll_extend_update_merge_and_remove(tmp_path: Path) -> None:
         assert library.require_car("red").references == 3
         library.remove_car("red")
         assert library.store.cars() == [] and len(library.index) == 0
+    finally:
+        library.close()
+
+
+def test_each_cars_words_follow_its_references(tmp_path: Path) -> None:
+    """The words identify breaks ties with: read again after every change of references."""
+    library = Library(tmp_path, "m", DIM)
+
+    def worded(seed: int, *words: str) -> ReferenceEntry:
+        return ReferenceEntry(f"ref{seed}.jpg", [0.0, 0.0, 10.0, 10.0], unit(seed), 0.9, frozenset(words))
+
+    try:
+        _, (esso, _) = library.enroll("a", {"label": "A"}, [worded(1, "ESSO", "HONDA"), worded(2, "REDBULL")], "m")
+        library.enroll("b", {"label": "B"}, [worded(3, "PEAK"), *entries(4)], "m")  # entries(4): never read
+        assert library.car_words() == {"a": {"ESSO", "HONDA", "REDBULL"}, "b": {"PEAK"}}
+        assert [r.words for r in library.store.references("b")] == [["PEAK"], None]
+        library.remove_reference(esso.id)
+        assert library.car_words() == {"a": {"REDBULL"}, "b": {"PEAK"}}
+        library.enroll("c", {"label": "C"}, [worded(5, "RICH")], "m")
+        library.merge("a", ["c"])
+        assert library.car_words() == {"a": {"REDBULL", "RICH"}, "b": {"PEAK"}}
+        library.remove_car("b")
+        assert library.car_words() == {"a": {"REDBULL", "RICH"}}
     finally:
         library.close()
 
@@ -284,6 +307,28 @@ CREATE TABLE detections (
     detector_score REAL NOT NULL, label TEXT NOT NULL, decision TEXT NOT NULL,
     car_id TEXT REFERENCES cars(id) ON DELETE SET NULL, score REAL, candidates TEXT NOT NULL, review TEXT,
     embedding BLOB NOT NULL)"""
+
+
+def test_references_of_schema_4_get_words_never_read(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "library.sqlite")
+    db.executescript("""CREATE TABLE cars (id TEXT PRIMARY KEY, label TEXT NOT NULL, number TEXT, team TEXT, driver TEXT,
+        meta TEXT NOT NULL DEFAULT '{}', created_at REAL NOT NULL);
+    CREATE TABLE refs (id INTEGER PRIMARY KEY, car_id TEXT NOT NULL REFERENCES cars(id) ON DELETE CASCADE,
+        source TEXT NOT NULL, box TEXT NOT NULL, model TEXT NOT NULL, embedding BLOB NOT NULL, quality REAL NOT NULL,
+        added_at REAL NOT NULL);""" + SCHEMA)
+    db.execute("INSERT INTO meta VALUES ('schema_version', '4')")
+    db.execute("INSERT INTO cars VALUES ('a', 'A', NULL, NULL, NULL, '{}', 0)")
+    db.execute("INSERT INTO refs VALUES (1, 'a', 'old.jpg', '[0, 0, 9, 9]', 'm', ?, 0.9, 0)", (unit(1).tobytes(),))
+    db.commit()
+    db.close()
+    library = Library(tmp_path, "m", DIM)
+    try:
+        assert [(r.source, r.words) for r in library.store.references()] == [("old.jpg", None)]
+        assert library.car_words() == {} and nearest_car(library, unit(1)) == "a"
+        library.enroll("a", {}, [ReferenceEntry("new.jpg", [0.0, 0.0, 9.0, 9.0], unit(2), 0.9, frozenset({"ESSO"}))], "m")
+        assert library.car_words() == {"a": {"ESSO"}}
+    finally:
+        library.close()
 
 
 def test_a_library_from_schema_1_is_migrated_and_keeps_its_results(tmp_path: Path) -> None:

@@ -64,3 +64,11 @@ def test_text_too_small_for_its_vehicle_to_be_a_racing_number_is_not_read(engine
     tall = np.vstack([small, np.full((1640, 640, 3), (40, 30, 200), np.uint8)])
     assert any(box[1] < 150 for box, _ in reader.detector(tall))
     assert reader(tall) == []
+
+
+def test_the_sponsor_lines_are_read_as_words_only_when_asked_and_the_numbers_stay_the_same(engine: Engine) -> None:
+    image = panel(("CASTROL", 1.5, 3), ("27", 5.0, 12), ("Red Bull", 1.5, 3))
+    reader = engine.number_reader()
+    numbers_only, with_words = reader.read(image), reader.read(image, words=True)
+    assert numbers_only.words == frozenset() and with_words.words == {"CASTROL", "REDBULL"}
+    assert with_words.numbers == numbers_only.numbers == reader(image) and [r.text for r in reader(image)] == ["27"]

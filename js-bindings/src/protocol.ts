@@ -152,6 +152,10 @@ export interface Reference {
    */
   quality: number;
   added_at: number;
+  /**
+   * Words read on the reference's livery (sponsors, names), which break appearance's ties between cars; null when never read (a reference added by an earlier version, or from a tagged detection whose photo could not be read again).
+   */
+  words?: string[] | null;
 }
 export interface CarFields {
   label?: string;
@@ -416,7 +420,7 @@ export interface Evidence {
   /**
    * The signals that made the decision (empty for unknown, or ambiguous on a conflict).
    */
-  decided_by: ('appearance' | 'number' | 'sequence')[];
+  decided_by: ('appearance' | 'number' | 'sequence' | 'words')[];
   appearance: AppearanceEvidence;
   /**
    * The number read on the vehicle: the surest naming an enrolled car, else the surest.
@@ -427,6 +431,10 @@ export interface Evidence {
    */
   conflict?: string | null;
   sequence?: SequenceEvidence | null;
+  /**
+   * Words read on the vehicle's livery (sponsors, names) that the references of cars appearance could not tell apart carry. They are read only where appearance ties cars within the margin and the numbers are read; the car with the most of them goes first, and is matched when it clears the threshold (decided by appearance and words).
+   */
+  words?: string[];
 }
 export interface NumberEvidence {
   /**

@@ -19,7 +19,7 @@ from sidecar.files import write_atomic
 from sidecar.inference.manifest import EmbedderSpec
 from sidecar.library.index import ReferenceIndex
 from sidecar.library.lock import LibraryLock
-from sidecar.library.store import CarRow, ReferenceRow, Store
+from sidecar.library.store import CarRow, ReferenceEntry, ReferenceRow, Store
 from sidecar.stages.match import unit_mean
 
 log = logging.getLogger(__name__)
@@ -158,6 +158,7 @@ class Library:
         # Requests run on several threads: one library write (database, then
         # index and its fingerprint) at a time keeps the two in step.
         self._writing = threading.RLock()
+        self._car_words: dict[str, set[str]] | None = None  # read on first use, dropped by every change of references
         try:
             self.store = Store(folder / DATABASE)
             self.use_model(model, dim)
@@ -201,7 +202,7 @@ class Library:
     @_serialised
     def enroll(
         self, car_id: str | None, fields: dict[str, Any],
-        entries: list[tuple[str, list[float], np.ndarray, float]], model: str,
+        entries: list[ReferenceEntry], model: str,
     ) -> tuple[CarRow, list[ReferenceRow]]:
         """Create or extend a car with references embedded by `model`,
         atomically. Enrolled while the library switched to another model, they
@@ -212,8 +213,9 @@ class Library:
         with self.store.transaction() as db:
             car = self.store.save_car(db, car_id, fields)
             references = self.store.add_references(db, car_id, model, entries)
+        self._car_words = None
         if references and model == self.model:
-            self.index.add(np.array([r.id for r in references], np.uint64), np.stack([e[2] for e in entries]))
+            self.index.add(np.array([r.id for r in references], np.uint64), np.stack([e.embedding for e in entries]))
             self.references.assign([r.id for r in references], [car_id] * len(references))
             self._save_index()
         return self.store.car(car_id) or car, references
@@ -234,6 +236,7 @@ class Library:
     def remove_car(self, car_id: str) -> None:
         references = [r.id for r in self.store.references(self.require_car(car_id).id) if self.references.holds(r.id)]
         self.store.remove_car(car_id)
+        self._car_words = None
         self._forget(references)
 
     @_serialised
@@ -244,6 +247,7 @@ class Library:
             raise InvalidParams("a car cannot be merged into itself", {"field": "params.sources"})
         moved = [r.id for car_id in sources for r in self.store.references(car_id) if self.references.holds(r.id)]
         self.store.merge_cars(into, sources)
+        self._car_words = None
         self.references.assign(moved, [into] * len(moved))
         return self.require_car(into)
 
@@ -252,6 +256,7 @@ class Library:
         car_id = self.store.remove_reference(reference_id)
         if car_id is None:
             raise NotFound(f"no reference {reference_id}", {"reference": reference_id})
+        self._car_words = None
         if self.references.holds(reference_id):
             self._forget([reference_id])
         return car_id
@@ -272,6 +277,14 @@ class Library:
         if car is None:
             raise NotFound(f"no car with id {car_id!r}", {"car": car_id})
         return car
+
+    def car_words(self) -> dict[str, set[str]]:
+        """Each car's words, read on its references: what breaks appearance's ties (`sidecar/stages/words.py`)."""
+        words = self._car_words
+        if words is None:
+            with self._writing:  # a change of references waits, so what is kept is current
+                words = self._car_words = self.store.car_words()
+        return words
 
     def matching(self) -> tuple[str, EmbeddedReferences]:
         """The model and its references at this moment, together: a search

@@ -19,7 +19,7 @@ import numpy as np
 from sidecar.errors import LibraryTooNew
 from sidecar.stages.detect import box_iou
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cars (
     id TEXT PRIMARY KEY,
@@ -38,7 +38,9 @@ CREATE TABLE IF NOT EXISTS refs (
     model TEXT NOT NULL,
     embedding BLOB NOT NULL,
     quality REAL NOT NULL,
-    added_at REAL NOT NULL
+    added_at REAL NOT NULL,
+    -- The livery's words read on it (JSON list); NULL: never read.
+    words TEXT
 );
 CREATE INDEX IF NOT EXISTS refs_by_model ON refs(model, id);
 -- A car's references are counted with it (cars.list, identify's labels) and go
@@ -92,11 +94,12 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 # Columns each schema version added, for libraries made by an earlier one.
 # Version 2: the racing number read on a detection and the evidence of its
 # decision; 3: the camera and capture time of a photo (bursts); 4: the tagging a
-# kept detection's embedding comes from.
+# kept detection's embedding comes from; 5: the words read on a reference.
 MIGRATIONS = {
     2: [("detections", "number", "TEXT"), ("detections", "evidence", "TEXT")],
     3: [("photos", "camera", "TEXT"), ("photos", "captured_at", "REAL")],
     4: [("detections", "models", "TEXT")],
+    5: [("refs", "words", "TEXT")],
 }
 INDEXES = "CREATE INDEX IF NOT EXISTS detections_by_number ON detections(number);"
 REVIEW_KEPT_IOU = 0.5
@@ -124,6 +127,20 @@ class ReferenceRow:
     model: str
     quality: float
     added_at: float
+    words: list[str] | None
+    """The livery's words read on it; None: never read."""
+
+
+@dataclass(frozen=True)
+class ReferenceEntry:
+    """A reference to add: where it comes from, its box, its vector, the detector's score of the box."""
+
+    source: str
+    box: list[float]
+    embedding: np.ndarray
+    quality: float
+    words: frozenset[str] | None = None
+    """The livery's words read on it; None: not read."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -269,18 +286,21 @@ class Store:
 
     def add_references(
         self, db: sqlite3.Connection, car_id: str, model: str,
-        entries: list[tuple[str, list[float], np.ndarray, float]],
+        entries: list[ReferenceEntry],
     ) -> list[ReferenceRow]:
-        """(source, box, embedding, quality) entries for one car (inside a transaction)."""
+        """The references of one car (inside a transaction)."""
         now = time.time()
         rows = []
-        for source, box, embedding, quality in entries:
+        for entry in entries:
+            words = None if entry.words is None else sorted(entry.words)
             cursor = db.execute(
-                "INSERT INTO refs (car_id, source, box, model, embedding, quality, added_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (car_id, source, json.dumps(box), model, _blob(embedding), quality, now),
+                "INSERT INTO refs (car_id, source, box, model, embedding, quality, added_at, words)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (car_id, entry.source, json.dumps(entry.box), model, _blob(entry.embedding), entry.quality, now,
+                 None if words is None else json.dumps(words)),
             )
             assert cursor.lastrowid is not None
-            rows.append(ReferenceRow(cursor.lastrowid, car_id, source, box, model, quality, now))
+            rows.append(ReferenceRow(cursor.lastrowid, car_id, entry.source, entry.box, model, entry.quality, now, words))
         return rows
 
     def remove_car(self, car_id: str) -> bool:
@@ -308,6 +328,13 @@ class Store:
         rows = (self._rows("SELECT * FROM refs ORDER BY id") if car_id is None
                 else self._rows("SELECT * FROM refs WHERE car_id = ? ORDER BY id", (car_id,)))
         return [_reference_row(r) for r in rows]
+
+    def car_words(self) -> dict[str, set[str]]:
+        """Each car's words, read on its references (cars with none read are left out)."""
+        words: dict[str, set[str]] = {}
+        for row in self._rows("SELECT car_id, words FROM refs WHERE words IS NOT NULL AND words != '[]'"):
+            words.setdefault(row["car_id"], set()).update(json.loads(row["words"]))
+        return words
 
     def references_without(self, model: str) -> list[ReferenceRow]:
         """References that `model` has not embedded (enrolled while another model was active)."""
@@ -460,7 +487,8 @@ def _set_review(db: sqlite3.Connection, detection_id: int, state: str, car_id: s
 
 
 def _reference_row(r: sqlite3.Row) -> ReferenceRow:
-    return ReferenceRow(r["id"], r["car_id"], r["source"], json.loads(r["box"]), r["model"], r["quality"], r["added_at"])
+    return ReferenceRow(r["id"], r["car_id"], r["source"], json.loads(r["box"]), r["model"], r["quality"], r["added_at"],
+                        None if r["words"] is None else json.loads(r["words"]))
 
 
 def _car_row(row: sqlite3.Row) -> CarRow:

@@ -275,6 +275,10 @@ class Reference(Message):
     box: Box
     quality: Annotated[float, Meta(description="Detector score of the reference box; 1 for a box the user gave, 0 for a whole image.")]
     added_at: float
+    words: Annotated[list[str] | None, Meta(description=(
+        "Words read on the reference's livery (sponsors, names), which break appearance's ties between cars; "
+        "null when never read (a reference added by an earlier version, or from a tagged detection whose photo "
+        "could not be read again)."))] = None
 
 
 class EnrollParams(RequestParams, kw_only=True):
@@ -437,7 +441,7 @@ class SequenceEvidence(Message):
     confident: Annotated[int, Meta(description="Of them, those matched to the car on their own.")]
 
 
-Signal = Literal["appearance", "number", "sequence"]
+Signal = Literal["appearance", "words", "number", "sequence"]
 
 
 class Evidence(Message):
@@ -450,6 +454,11 @@ class Evidence(Message):
         description="The number read on the vehicle: the surest naming an enrolled car, else the surest.")] = None
     conflict: Annotated[str | None, Meta(description="Why the signals disagree (the decision is then ambiguous).")] = None
     sequence: SequenceEvidence | None = None
+    words: Annotated[list[str], Meta(description=(
+        "Words read on the vehicle's livery (sponsors, names) that the references of cars appearance could not "
+        "tell apart carry. They are read only where appearance ties cars within the margin and the numbers are "
+        "read; the car with the most of them goes first, and is matched when it clears the threshold (decided by "
+        "appearance and words)."))] = []
 
 
 class IdentifiedVehicle(Message):

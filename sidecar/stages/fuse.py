@@ -19,19 +19,25 @@ decision is `ambiguous`, with both candidates and the reason.
   - several cars (one number in two classes) -> the one appearance prefers
     among them when it clears the threshold and margin, else ambiguous;
   - no car -> appearance's verdict stands, the reading is reported.
+
+Where appearance ties cars, the livery's words may have broken the tie first
+(`sidecar/stages/words.py`): their verdict then stands for appearance's in
+the rules above, and a match they made says so (decided by appearance and
+words).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from sidecar.protocol.messages import ReadNumbers
 from sidecar.stages.match import CarScore, MatchPolicy, Verdict, decide
 from sidecar.stages.number import NumberReading
+from sidecar.stages.words import Worded
 
-Signal = Literal["appearance", "number"]
+Signal = Literal["appearance", "words", "number"]
 
 
 def number_wanted(read_numbers: ReadNumbers, appearance: Verdict) -> bool:
@@ -51,6 +57,8 @@ class Fused:
     number_cars: list[str]
     """Enrolled cars carrying the read number."""
     conflict: str | None
+    words: list[str] = field(default_factory=list)
+    """The vehicle's words that a car appearance tied carries (the words stage)."""
 
 
 def normalise_number(text: str) -> str:
@@ -69,9 +77,23 @@ def numbers_index(numbers: Mapping[str, str | None]) -> dict[str, list[str]]:
 
 def fuse(
     appearance: Verdict, readings: list[NumberReading], numbers: Mapping[str, str | None],
+    cars_by_number: Mapping[str, list[str]], policy: MatchPolicy, worded: Worded | None = None,
+) -> Fused:
+    """`numbers`: car id -> its number (None when it has none); `cars_by_number`:
+    `numbers_index(numbers)`; `worded`: appearance's tie broken by the words, when they were read."""
+    if worded is None:
+        return _fuse(appearance, readings, numbers, cars_by_number, policy)
+    fused = _fuse(worded.verdict, readings, numbers, cars_by_number, policy)
+    signals: list[Signal] = []
+    for signal in fused.decided_by:
+        signals += [signal, "words"] if signal == "appearance" and worded.decided else [signal]
+    return replace(fused, appearance=appearance, decided_by=signals, words=worded.words)
+
+
+def _fuse(
+    appearance: Verdict, readings: list[NumberReading], numbers: Mapping[str, str | None],
     cars_by_number: Mapping[str, list[str]], policy: MatchPolicy,
 ) -> Fused:
-    """`numbers`: car id -> its number (None when it has none); `cars_by_number`: `numbers_index(numbers)`."""
     named = [(r, cars_by_number[r.text]) for r in readings if r.text in cars_by_number]
     reading, number_cars = named[0] if named else (readings[0] if readings else None, [])
     if reading is None:

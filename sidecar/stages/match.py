@@ -94,7 +94,8 @@ def car_scores(query: np.ndarray, reference_ids: np.ndarray, similarities: np.nd
             for car in ranked]
 
 
-def _ranking(candidate: CarScore) -> float:
+def ranking(candidate: CarScore) -> float:
+    """What orders the candidates and the margin applies to: the mean reference's similarity."""
     value = candidate.mean_score if candidate.mean_score is not None else candidate.score
     return -np.inf if value is None else value
 
@@ -105,8 +106,8 @@ def decide(candidates: list[CarScore], policy: MatchPolicy) -> Verdict:
     first = candidates[0] if candidates else None
     if first is None or first.score is None or first.score < policy.threshold:
         return Verdict("unknown", None, None, shown)
-    runner_up = _ranking(candidates[1]) if len(candidates) > 1 else -1.0
-    if _ranking(first) - runner_up < policy.margin or _less_alike_than_its_rival(first):
+    runner_up = ranking(candidates[1]) if len(candidates) > 1 else -1.0
+    if ranking(first) - runner_up < policy.margin or _less_alike_than_its_rival(first):
         return Verdict("ambiguous", None, first.score, shown)
     return Verdict("match", first.car_id, first.score, shown)
 

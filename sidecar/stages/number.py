@@ -8,7 +8,9 @@ them (1 to 3 digits, an optional letter suffix) and the recogniser is sure
 of every character of it.
 
 Only the vehicle's crop is read, never the whole photo: the detector's cost
-grows with pixels, and the number is on the car.
+grows with pixels, and the number is on the car. The same text lines give
+the livery's words (sponsors, names) where identify asks for them
+(`sidecar/stages/words.py`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from sidecar.inference.manifest import TextDetectorSpec, TextReaderSpec
 from sidecar.inference.session import OrtSession
 from sidecar.stages.embed import crop, crop_bounds
 from sidecar.stages.preprocess import halved, to_tensor
+from sidecar.stages.words import MIN_LINE_HEIGHT, livery_words
 
 RACING_NUMBER = re.compile(r"^[0-9]{1,3}[A-Z]?$")
 # Every character of a reading must be at least this sure: on the EPFL cars
@@ -118,6 +121,14 @@ class TextReader:
         return text, float(sure[keep].min()) if keep.any() else 0.0
 
 
+@dataclass(frozen=True)
+class VehicleText:
+    numbers: list[NumberReading]
+    """The racing numbers read, surest first."""
+    words: frozenset[str]
+    """The livery's words (`sidecar/stages/words.py`); empty unless asked for."""
+
+
 class NumberReader:
     def __init__(self, detector: TextDetector, reader: TextReader, min_confidence: float = MIN_CHARACTER_CONFIDENCE) -> None:
         self.detector = detector
@@ -126,22 +137,37 @@ class NumberReader:
 
     def __call__(self, vehicle: np.ndarray) -> list[NumberReading]:
         """The racing numbers read on a vehicle's crop, surest first."""
-        least_height = MIN_NUMBER_HEIGHT * vehicle.shape[0]
-        lines = [(box, score) for box, score in self.detector(vehicle)
-                 if box[2] - box[0] <= MAX_NUMBER_ASPECT * (box[3] - box[1]) and box[3] - box[1] >= least_height]
-        texts = self.reader([crop(vehicle, box) for box, _ in lines])
+        return self.read(vehicle).numbers
+
+    def read(self, vehicle: np.ndarray, words: bool = False) -> VehicleText:
+        """The racing numbers on a vehicle's crop and, when `words`, its livery's
+        words too: one text detection, the other lines recognised only then."""
+        height = vehicle.shape[0]
+        number_lines, other_lines = [], []
+        for box, _ in self.detector(vehicle):
+            line_height = box[3] - box[1]
+            if box[2] - box[0] <= MAX_NUMBER_ASPECT * line_height and line_height >= MIN_NUMBER_HEIGHT * height:
+                number_lines.append(box)
+            elif words and line_height >= MIN_LINE_HEIGHT * height:
+                other_lines.append(box)
+        # Recognised apart: a batch pads its lines to the widest, so the numbers read do not depend on `words`.
+        texts = self.reader([crop(vehicle, box) for box in number_lines])
         readings = []
-        for (box, _), (text, confidence) in zip(lines, texts):
+        for box, (text, confidence) in zip(number_lines, texts):
             number = text.replace(" ", "").upper()
             if RACING_NUMBER.match(number) and confidence >= self.min_confidence:
                 readings.append(NumberReading(number, [round(v, 1) for v in box], round(confidence, 4)))
-        return sorted(readings, key=lambda r: -r.confidence)
+        numbers = sorted(readings, key=lambda r: -r.confidence)
+        if not words:
+            return VehicleText(numbers, frozenset())
+        return VehicleText(numbers, livery_words(texts + self.reader([crop(vehicle, box) for box in other_lines])))
 
-    def on_vehicle(self, image: np.ndarray, box: list[float]) -> list[NumberReading]:
-        """The racing numbers on the vehicle at `box`, boxed in `image` pixels."""
+    def on_vehicle(self, image: np.ndarray, box: list[float], words: bool = False) -> VehicleText:
+        """`read` on the vehicle at `box`, its numbers boxed in `image` pixels."""
         x1, y1, x2, y2 = crop_bounds(image, box)
-        return [
+        text = self.read(image[y1:y2, x1:x2], words)
+        return VehicleText([
             NumberReading(r.text, [round(r.box[0] + x1, 1), round(r.box[1] + y1, 1), round(r.box[2] + x1, 1),
                                    round(r.box[3] + y1, 1)], r.confidence)
-            for r in self(image[y1:y2, x1:x2])
-        ]
+            for r in text.numbers
+        ], text.words)
