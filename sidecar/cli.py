@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     add_tiles(detect)
     detect.add_argument("--json", action="store_true", help="one JSON result per line")
 
-    numbers = commands.add_parser("numbers", help="print the racing numbers read on the vehicles of images")
+    numbers = commands.add_parser("numbers", help="print the racing numbers and livery words read on the vehicles of images")
     numbers.add_argument("images", nargs="+", type=Path)
 
     embed = commands.add_parser("embed", help="print the embedding of an image (region)")
@@ -218,9 +218,10 @@ def _numbers(args: argparse.Namespace, engine: Engine) -> int:
         print(f"{path}  {len(found)} vehicle(s)")
         for index in range(len(found)):
             box, _ = found.reported(index)
-            readings = reader(crop(image, box))
-            shown = ", ".join(f"#{r.text} ({r.confidence:.2f})" for r in readings) or "no number read"
-            print(f"  box=({box[0]:.0f}, {box[1]:.0f}, {box[2]:.0f}, {box[3]:.0f})  {shown}")
+            text = reader.read(crop(image, box), words=True)
+            shown = ", ".join(f"#{r.text} ({r.confidence:.2f})" for r in text.numbers) or "no number read"
+            words = " ".join(sorted(text.words)) or "none"
+            print(f"  box=({box[0]:.0f}, {box[1]:.0f}, {box[2]:.0f}, {box[3]:.0f})  {shown}  words: {words}")
     return 1 if failures else 0
 
 

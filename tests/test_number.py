@@ -3,10 +3,14 @@ sponsor text and long digit strings are not."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
 
+from bench.datasets import epfl_frames
+from sidecar.cli import main
 from sidecar.engine import Engine
 from sidecar.stages.number import NumberReader, RACING_NUMBER
 
@@ -72,3 +76,14 @@ def test_the_sponsor_lines_are_read_as_words_only_when_asked_and_the_numbers_sta
     numbers_only, with_words = reader.read(image), reader.read(image, words=True)
     assert numbers_only.words == frozenset() and with_words.words == {"CASTROL", "REDBULL"}
     assert with_words.numbers == numbers_only.numbers == reader(image) and [r.text for r in reader(image)] == ["27"]
+
+
+def test_the_numbers_command_prints_the_number_and_the_words_on_a_rally_car(
+        dev_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """EPFL car 04, frame 20: #3 on the door, CASTROL on the side (bench/labels/epfl_numbers.csv has the number)."""
+    frame = next(f for f in epfl_frames() if (f.car, f.frame) == (4, 20))
+    with pytest.raises(SystemExit) as exited:
+        main(["numbers", str(frame.path)])
+    assert exited.value.code == 0
+    (vehicle,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  box=")]
+    assert "#3 (" in vehicle and "CASTROL" in vehicle.split("words:")[1].split()
