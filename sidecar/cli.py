@@ -58,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--sweep", action="store_true", help="also print true/false match rates over thresholds")
     evaluate.add_argument("--rerank", action="store_true", help="also measure k-reciprocal re-ranking (rank-1, mAP)")
     evaluate.add_argument("--library", type=Path, help="use this library's embedder (the one `adapt` made, if any)")
+    evaluate.add_argument("--no-words", action="store_true",
+                          help="do not read the livery's words (appearance alone; identify with --no-numbers)")
 
     def with_library(name: str, help: str) -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=help)
@@ -362,13 +364,15 @@ def _evaluate(args: argparse.Namespace, engine: Engine) -> int:
     policy = match_policy(engine.embedder(), args.threshold, args.margin, 5)
     reports, look_alikes = [], []
     for manifest in args.manifests:
-        prepared = evaluation.prepare(engine, manifest)
+        prepared = evaluation.prepare(engine, manifest, words=not args.no_words)
         reports += prepared.reports(policy, rerank=args.rerank)
         flagged, cars, rival = prepared.cars_with_look_alikes(policy.threshold)
         look_alikes.append(f"{prepared.name} {flagged} of {cars} (closest rival, median: {rival:.2f})")
         if args.sweep:
             print(evaluation.sweep(prepared, policy.margin))
     print(evaluation.table(reports, policy))
+    print("(mean rank, max match: identify's decision, " + (
+        "on appearance alone)" if args.no_words else "its ties broken by the livery's words as identify breaks them)"))
     identify_reports = [r for r in reports if r.aggregate == evaluation.IDENTIFY_SCORING]
     for line in (evaluation.rank1_misses_line(identify_reports), evaluation.false_matches_line(identify_reports)):
         if line:

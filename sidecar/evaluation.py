@@ -10,7 +10,9 @@ is known, or null for a car that was never enrolled:
 
 A missing box means the dominant detected vehicle (the whole image when none
 is found), as `enroll` does. Similarities are exact (brute force), which the
-HNSW index matches at these sizes.
+HNSW index matches at these sizes. Read with the livery's words (`prepare`'s
+`words`, the CLI's default), identify's scoring breaks appearance's ties with
+them as identify does when it reads text (`sidecar/stages/words.py`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from sidecar.protocol.messages import ImageRef
 from sidecar.stages.decode import load_image
 from sidecar.stages.embed import crop
 from sidecar.stages.match import CarScore, MatchPolicy, Verdict, decide, unit_mean
+from sidecar.stages.words import break_tie
 
 log = logging.getLogger(__name__)
 Aggregate = Literal["mean rank, max match", "max", "mean", "max+k-reciprocal"]
@@ -75,13 +78,43 @@ class Report:
     """(car, car ranked first instead) and how often, most often first: which cars the embedder confuses."""
 
 
-def embed_samples(engine: Engine, samples: list[Sample], base: Path) -> np.ndarray:
-    vectors = []
+def sample_crop(engine: Engine, sample: Sample, base: Path) -> np.ndarray:
+    """The crop a sample stands for: its box, else the dominant detected vehicle, as enroll takes it."""
+    image = load_image(ImageRef(path=str(base / sample.image)), engine.limits)
+    box, _, _ = reference_box(engine, image, sample.box, 0)
+    return crop(image, box)
+
+
+def embed_samples(engine: Engine, samples: list[Sample], base: Path,
+                  words: bool = False) -> tuple[np.ndarray, list[frozenset[str]] | None]:
+    """Each sample's vector and, when `words`, the livery's words read on its crop."""
+    vectors, read = [], []
     for sample in samples:
-        image = load_image(ImageRef(path=str(base / sample.image)), engine.limits)
-        box, _, _ = reference_box(engine, image, sample.box, 0)
-        vectors.append(engine.embedder()([crop(image, box)])[0])
-    return np.stack(vectors)
+        vehicle = sample_crop(engine, sample, base)
+        vectors.append(engine.embedder()([vehicle])[0])
+        if words:
+            read.append(engine.number_reader().read(vehicle, words=True).words)
+    return np.stack(vectors), read if words else None
+
+
+@dataclass(frozen=True)
+class TieWords:
+    """What identify breaks appearance's ties with: each query's words and each car's (its references')."""
+
+    queries: list[frozenset[str]]
+    cars: dict[str, set[str]]
+
+
+def decisions(scores: CarSimilarities, policy: MatchPolicy, words: TieWords | None = None) -> list[Verdict]:
+    """Each query's verdict as identify decides it: appearance's, its ties broken by the words when read."""
+    verdicts = []
+    for query in range(len(scores.ranking)):
+        candidates = scores.candidates(query)
+        verdict = decide(candidates, policy)
+        if words is not None and words.queries[query]:
+            verdict = break_tie(verdict, candidates, words.queries[query], words.cars, policy).verdict
+        verdicts.append(verdict)
+    return verdicts
 
 
 def k_reciprocal_distance(similarity: np.ndarray, k1: int, k2: int) -> np.ndarray:
@@ -200,16 +233,17 @@ def average_precision(scores: np.ndarray, relevant: np.ndarray) -> float:
 
 
 def evaluate(name: str, scores: CarSimilarities, truths: list[str | None], policy: MatchPolicy,
-             aggregate: Aggregate, references: int) -> Report:
+             aggregate: Aggregate, references: int, words: TieWords | None = None) -> Report:
+    """Rank-1 and the decisions as identify makes them (with `words`, their ties broken); mAP on appearance's ranking."""
     cars = scores.cars
     known = [i for i, t in enumerate(truths) if t is not None]
     unknown = [i for i, t in enumerate(truths) if t is None]
-    first = [cars[int(np.argmax(scores.ranking[i]))] for i in range(len(truths))]
+    verdicts = decisions(scores, policy, words)
+    first = [v.candidates[0].car_id for v in verdicts]
     rank1 = np.mean([first[i] == truths[i] for i in known]) if known else 0.0
     rank1_misses = Counter((truths[i] or "", first[i]) for i in known if first[i] != truths[i])
     mean_ap = np.mean([average_precision(scores.ranking[i], np.array([c == truths[i] for c in cars]))
                        for i in known]) if known else 0.0
-    verdicts = [decide(scores.candidates(i), policy) for i in range(len(truths))]
     true_match, wrong_match, false_match = match_rates(verdicts, truths)
     ambiguous = np.mean([v.decision == "ambiguous" for v in verdicts])
     false_matches_to = Counter(verdicts[i].car_id or "" for i in unknown if verdicts[i].decision == "match")
@@ -254,9 +288,20 @@ class Prepared:
     reference_cars: list[str]
     queries: np.ndarray
     truths: list[str | None]
+    reference_words: list[frozenset[str]] | None = None
+    query_words: list[frozenset[str]] | None = None
+    """The livery's words read on each crop; None: not read (appearance alone decides)."""
 
     def scores(self, aggregate: Aggregate) -> CarSimilarities:
         return car_similarities(self.queries, self.references, self.reference_cars, aggregate)
+
+    def tie_words(self) -> TieWords | None:
+        if self.reference_words is None or self.query_words is None:
+            return None
+        cars: dict[str, set[str]] = {}
+        for car, words in zip(self.reference_cars, self.reference_words):
+            cars.setdefault(car, set()).update(words)
+        return TieWords(self.query_words, cars)
 
     def cars_with_look_alikes(self, threshold: float) -> tuple[int, int, float]:
         """(enrolled cars that enroll would name a look-alike for: another car's mean reference at least
@@ -266,24 +311,25 @@ class Prepared:
         return int((rivals >= threshold).sum()), len(cars), float(np.median(rivals))
 
     def reports(self, policy: MatchPolicy, rerank: bool = False) -> list[Report]:
-        """Identify's scoring first, then the best and the mean reference alone (and re-ranking)."""
+        """Identify's scoring first (its ties broken by the words when read), then the best and the mean
+        reference alone (and re-ranking), on appearance alone."""
         aggregates: list[Aggregate] = [IDENTIFY_SCORING, "max", "mean"] + (["max+k-reciprocal"] if rerank else [])
         return [
-            evaluate(self.name, self.scores(aggregate), self.truths, policy, aggregate, len(self.reference_cars))
+            evaluate(self.name, self.scores(aggregate), self.truths, policy, aggregate, len(self.reference_cars),
+                     self.tie_words() if aggregate == IDENTIFY_SCORING else None)
             for aggregate in aggregates
         ]
 
 
-def prepare(engine: Engine, manifest_path: Path) -> Prepared:
+def prepare(engine: Engine, manifest_path: Path, words: bool = False) -> Prepared:
+    """A manifest's vectors and, when `words`, the livery's words on every crop."""
     manifest = msgspec.json.decode(manifest_path.read_bytes(), type=EvalManifest)
     base = manifest_path.parent
-    return Prepared(
-        name=manifest.name,
-        references=embed_samples(engine, manifest.references, base),
-        reference_cars=[r.car or "" for r in manifest.references],
-        queries=embed_samples(engine, manifest.queries, base),
-        truths=[q.car for q in manifest.queries],
-    )
+    references, reference_words = embed_samples(engine, manifest.references, base, words)
+    queries, query_words = embed_samples(engine, manifest.queries, base, words)
+    return Prepared(name=manifest.name, references=references, reference_cars=[r.car or "" for r in manifest.references],
+                    queries=queries, truths=[q.car for q in manifest.queries], reference_words=reference_words,
+                    query_words=query_words)
 
 
 def sweep(prepared: Prepared, margin: float) -> str:

@@ -12,6 +12,7 @@ from sidecar.evaluation import (
     IDENTIFY_SCORING,
     CarSimilarities,
     Prepared,
+    TieWords,
     average_precision,
     car_similarities,
     evaluate,
@@ -63,6 +64,26 @@ def test_open_set_rates() -> None:
     assert false_matches_line([report]) == "false matches by the enrolled car named: t a 1"
     assert report.rank1_misses == {("a", "b"): 1, ("b", "a"): 1}
     assert rank1_misses_line([report], most=1) == "rank-1 misses, most frequent first (car as the car ranked first): t a as b 1"
+
+
+def test_eval_breaks_appearance_ties_with_the_words_as_identify_does() -> None:
+    sims = np.array([
+        [0.90, 0.89],  # b, tied with a: its words name b
+        [0.90, 0.89],  # b, tied, no word read
+        [0.95, 0.60],  # a, clear: a word of b's changes nothing
+    ])
+    scores = CarSimilarities(["a", "b"], sims, sims)
+    truths: list[str | None] = ["b", "b", "a"]
+    words = TieWords([frozenset({"ESSO"}), frozenset(), frozenset({"ESSO"})], {"a": {"HUBLOT"}, "b": {"ESSO"}})
+    policy = MatchPolicy(0.875, 0.03, 5)
+    appearance, worded = (evaluate("t", scores, truths, policy, IDENTIFY_SCORING, 2, w) for w in (None, words))
+    assert (appearance.rank1, appearance.true_match_rate, appearance.ambiguous_rate) == pytest.approx((1 / 3, 1 / 3, 2 / 3))
+    assert (worded.rank1, worded.true_match_rate, worded.ambiguous_rate) == pytest.approx((2 / 3, 2 / 3, 1 / 3))
+    assert worded.mean_ap == appearance.mean_ap  # on appearance's ranking
+    # Read on every crop, the words reach identify's scoring only.
+    prepared = Prepared("t", np.eye(2, dtype=np.float32), ["a", "b"], np.eye(2, dtype=np.float32), ["a", "b"],
+                        [frozenset({"HUBLOT"}), frozenset({"ESSO"})], [frozenset(), frozenset({"ESSO"})])
+    assert prepared.tie_words() == TieWords([frozenset(), frozenset({"ESSO"})], {"a": {"HUBLOT"}, "b": {"ESSO"}})
 
 
 def test_cars_with_look_alikes_counts_cars_whose_mean_references_are_alike() -> None:
