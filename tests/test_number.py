@@ -12,6 +12,8 @@ import pytest
 from bench.datasets import epfl_frames
 from sidecar.cli import main
 from sidecar.engine import Engine
+from sidecar.stages.embed import crop
+from sidecar.stages.words import livery_words
 from sidecar.stages.number import NumberReader, RACING_NUMBER
 
 
@@ -66,7 +68,7 @@ def test_text_too_small_for_its_vehicle_to_be_a_racing_number_is_not_read(engine
     # The same panel at the top of a vehicle 2000 px tall: the line is found, but at 2% of the vehicle's
     # height (under MIN_NUMBER_HEIGHT) it is not read.
     tall = np.vstack([small, np.full((1640, 640, 3), (40, 30, 200), np.uint8)])
-    assert any(box[1] < 150 for box, _ in reader.detector(tall))
+    assert any(line.box[1] < 150 for line in reader.detector(tall))
     assert reader(tall) == []
 
 
@@ -87,3 +89,13 @@ def test_the_numbers_command_prints_the_number_and_the_words_on_a_rally_car(
     assert exited.value.code == 0
     (vehicle,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  box=")]
     assert "#3 (" in vehicle and "CASTROL" in vehicle.split("words:")[1].split()
+
+
+def test_a_slanted_sponsor_is_read_from_its_rotated_rectangle(engine: Engine) -> None:
+    """A line at 30 degrees (a sidepod seen at an angle): flattened it reads whole, from its upright box it does not."""
+    slanted = cv2.warpAffine(panel(("PETRONAS", 2.0, 4)), cv2.getRotationMatrix2D((320, 180), 30, 1.0), (640, 360),
+                             borderMode=cv2.BORDER_REPLICATE)
+    reader = engine.number_reader()
+    assert reader.read(slanted, words=True).words == {"PETRONAS"}
+    upright = reader.reader([crop(slanted, line.box) for line in reader.detector(slanted)])
+    assert livery_words(upright) == frozenset()

@@ -53,13 +53,40 @@ class NumberReading:
     """The least sure character's probability."""
 
 
+@dataclass(frozen=True)
+class TextLine:
+    box: list[float]
+    """[x1, y1, x2, y2] around the line, in the image's pixels."""
+    score: float
+    corners: np.ndarray
+    """(4, 2) the rotated rectangle around the line, in the image's pixels: how it runs along a car seen at an angle."""
+
+
+def flattened(image: np.ndarray, corners: np.ndarray) -> np.ndarray:
+    """The pixels of a rotated rectangle warped flat, its longer side horizontal (as PP-OCR crops a line)."""
+    by_x = corners[np.argsort(corners[:, 0], kind="stable")]
+    top_left, bottom_left = by_x[:2][np.argsort(by_x[:2, 1], kind="stable")]
+    top_right, bottom_right = by_x[2:][np.argsort(by_x[2:, 1], kind="stable")]
+    source = np.array([top_left, top_right, bottom_right, bottom_left], np.float32)
+    width = max(2, int(round(max(np.linalg.norm(top_right - top_left), np.linalg.norm(bottom_right - bottom_left)))))
+    height = max(2, int(round(max(np.linalg.norm(bottom_left - top_left), np.linalg.norm(bottom_right - top_right)))))
+    target = np.array([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], np.float32)
+    line = cv2.warpPerspective(image, cv2.getPerspectiveTransform(source, target), (width, height),
+                               borderMode=cv2.BORDER_REPLICATE)
+    return np.ascontiguousarray(np.rot90(line)) if height > 1.5 * width else line
+
+
+def short_side(corners: np.ndarray) -> float:
+    return float(min(np.linalg.norm(corners[1] - corners[0]), np.linalg.norm(corners[2] - corners[1])))
+
+
 class TextDetector:
     def __init__(self, spec: TextDetectorSpec, session: OrtSession) -> None:
         self.spec = spec
         self._session = session
 
-    def __call__(self, image: np.ndarray) -> list[tuple[list[float], float]]:
-        """Text line boxes ([x1, y1, x2, y2] in `image` pixels) and their scores."""
+    def __call__(self, image: np.ndarray) -> list[TextLine]:
+        """The text lines found, each boxed upright and in its rotated rectangle, with its score."""
         height, width = image.shape[:2]
         # Shrink large crops to bound the cost, never enlarge small ones:
         # upscaled pixels add detection time and false text, not detail.
@@ -71,7 +98,8 @@ class TextDetector:
         text_map = probability[0, 0]
         mask = (text_map > self.spec.threshold).astype(np.uint8)
         contours, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
-        boxes = []
+        lines = []
+        sx, sy = width / cols, height / rows
         for contour in contours:
             x, y, w, h = cv2.boundingRect(contour)
             if min(w, h) < 3:
@@ -81,11 +109,14 @@ class TextDetector:
             if score < self.spec.box_threshold:
                 continue
             grow = w * h * self.spec.unclip_ratio / (2 * (w + h))
-            sx, sy = width / cols, height / rows
             box = [max(0.0, (x - grow) * sx), max(0.0, (y - grow) * sy),
                    min(float(width), (x + w + grow) * sx), min(float(height), (y + h + grow) * sy)]
-            boxes.append((box, score))
-        return boxes
+            # The same growth for the rotated rectangle, from its own sides.
+            centre, (long, short), angle = cv2.minAreaRect(contour)
+            grown = long * short * self.spec.unclip_ratio / (2 * (long + short)) if long + short > 0 else 0.0
+            corners = cv2.boxPoints((centre, (long + 2 * grown, short + 2 * grown), angle)) * np.array([sx, sy], np.float32)
+            lines.append(TextLine(box, score, corners))
+        return lines
 
 
 class TextReader:
@@ -143,14 +174,10 @@ class NumberReader:
         """The racing numbers on a vehicle's crop and, when `words`, its livery's
         words too: one text detection, the other lines recognised only then."""
         height = vehicle.shape[0]
-        number_lines, other_lines = [], []
-        for box, _ in self.detector(vehicle):
-            line_height = box[3] - box[1]
-            if box[2] - box[0] <= MAX_NUMBER_ASPECT * line_height and line_height >= MIN_NUMBER_HEIGHT * height:
-                number_lines.append(box)
-            elif words and line_height >= MIN_LINE_HEIGHT * height:
-                other_lines.append(box)
-        # Recognised apart: a batch pads its lines to the widest, so the numbers read do not depend on `words`.
+        lines = self.detector(vehicle)
+        number_lines = [line.box for line in lines
+                        if line.box[2] - line.box[0] <= MAX_NUMBER_ASPECT * (line.box[3] - line.box[1])
+                        and line.box[3] - line.box[1] >= MIN_NUMBER_HEIGHT * height]
         texts = self.reader([crop(vehicle, box) for box in number_lines])
         readings = []
         for box, (text, confidence) in zip(number_lines, texts):
@@ -160,7 +187,11 @@ class NumberReader:
         numbers = sorted(readings, key=lambda r: -r.confidence)
         if not words:
             return VehicleText(numbers, frozenset())
-        return VehicleText(numbers, livery_words(texts + self.reader([crop(vehicle, box) for box in other_lines])))
+        # Every line tall enough, read again flattened from its rotated rectangle: a sponsor along a sidepod seen
+        # at an angle reads whole. The numbers keep the upright boxes their thresholds were measured on, and are
+        # recognised in batches of their own (a batch pads its lines to the widest), so `words` never changes them.
+        worded = [line for line in lines if short_side(line.corners) >= MIN_LINE_HEIGHT * height]
+        return VehicleText(numbers, livery_words(self.reader([flattened(vehicle, line.corners) for line in worded])))
 
     def on_vehicle(self, image: np.ndarray, box: list[float], words: bool = False) -> VehicleText:
         """`read` on the vehicle at `box`, its numbers boxed in `image` pixels."""

@@ -2,7 +2,9 @@
 
 Cars of one shape are told apart by their liveries, and a livery is largely
 its sponsors' names, which the number stage's text models read (the same
-text lines, `NumberReader.read`). A word is a reading of MIN_WORD_LENGTH or
+text lines, `NumberReader.read`, each flattened from its rotated rectangle,
+as PP-OCR crops a line, since sponsors run along the bodywork at the car's
+angle to the camera). A word is a reading of MIN_WORD_LENGTH or
 more letters and digits with at least one letter (numbers are the number
 stage's), every character at least MIN_CHARACTER_CONFIDENCE sure. An
 enrolled car's words are those read on its references.
