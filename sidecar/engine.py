@@ -42,7 +42,7 @@ from sidecar.stages.number import NumberReader, TextDetector, TextReader
 
 log = logging.getLogger(__name__)
 Stage = TypeVar("Stage")
-REEMBED_BATCH = 16  # references decoded, embedded and committed together
+REEMBED_BATCH = 16  # references decoded again and committed together (embedded, or their words read)
 TASKS: dict[type, Literal["detect", "embed", "detect-text", "read-text"]] = {
     DetectorSpec: "detect", EmbedderSpec: "embed", TextDetectorSpec: "detect-text", TextReaderSpec: "read-text",
 }
@@ -119,7 +119,27 @@ class Engine:
                 library.adapted = None
         if self._embed_missing_references(library, embedder)[0] or embedder.key != library.model:
             library.use_model(embedder.key, embedder.dim)
+        self._read_missing_words(library)
         return library
+
+    def _read_missing_words(self, library: Library) -> None:
+        """Read, from their photos, the livery's words of references that have
+        none on record (enrolled before words were read), committing every
+        batch (an interrupted run resumes where it stopped); those whose photo
+        is gone stay unread, and are tried again at the next open."""
+        missing = library.store.references_never_read()
+        unreadable = 0
+        for start in range(0, len(missing), REEMBED_BATCH):
+            batch = [(r.id, self.reference_crop(r.source, r.box)) for r in missing[start : start + REEMBED_BATCH]]
+            read = [(ref_id, self.number_reader().read(image, words=True).words) for ref_id, image in batch
+                    if image is not None]
+            if read:
+                library.add_words(read)
+            unreadable += len(batch) - len(read)
+        if len(missing) > unreadable:
+            log.info("read the words of %d reference(s) enrolled before words were read", len(missing) - unreadable)
+        if unreadable:
+            log.warning("%d reference(s) cannot be read again to read their words: they break no ties", unreadable)
 
     def use_adapted(self, spec: EmbedderSpec | None) -> Embedder:
         """Switch the open library to its adapted embedder `spec` (None: back to

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import signal
+import sqlite3
 from pathlib import Path
 
 import cv2
@@ -210,6 +211,36 @@ def test_the_words_on_a_livery_put_the_car_that_carries_them_first(tmp_path: Pat
             assert vehicle["candidates"][0]["car_id"] == ids[word]
             # Twins whose means are closer to each other than the photo is to either: the rival rule still holds.
             assert vehicle["decision"] == "ambiguous" and vehicle["evidence"]["decided_by"] == []
+    finally:
+        process.kill()
+
+
+def test_references_enrolled_before_words_were_read_get_them_when_the_library_opens(tmp_path: Path, dev_data: Path) -> None:
+    """EPFL car 04, the rally car, carries CASTROL on its sides."""
+    frames = {f.frame: f for f in epfl_frames() if f.car == 4}
+    kept, gone = frames[20], tmp_path / "gone.jpg"
+    shutil.copy(frames[30].path, gone)
+    process = SidecarProcess("json")
+    try:
+        open_library(process, tmp_path / "lib")
+        enrolled = process.request("enroll", {
+            "car": {"label": "#3"}, "images": [{"path": str(kept.path)}, {"path": str(gone)}],
+            "boxes": [list(kept.box), list(frames[30].box)]}, id="enroll")["result"]
+        read = [r["words"] for r in enrolled["references"]]
+        assert all("CASTROL" in words for words in read)
+    finally:
+        process.kill()
+    # As an earlier version left them: no words on record; and one photo is no longer there.
+    db = sqlite3.connect(tmp_path / "lib" / "library.sqlite")
+    db.execute("UPDATE refs SET words = NULL")
+    db.commit()
+    db.close()
+    gone.unlink()
+    process = SidecarProcess("json")
+    try:
+        open_library(process, tmp_path / "lib")
+        references = process.request("cars.get", {"id": enrolled["car"]["id"]}, id="get")["result"]["references"]
+        assert [r.get("words") for r in references] == [read[0], None]
     finally:
         process.kill()
 

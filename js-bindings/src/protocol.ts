@@ -153,7 +153,7 @@ export interface Reference {
   quality: number;
   added_at: number;
   /**
-   * Words read on the reference's livery (sponsors, names), which break appearance's ties between cars; null when never read (a reference added by an earlier version, or from a tagged detection whose photo could not be read again).
+   * Words read on the reference's livery (sponsors, names), which break appearance's ties between cars; null when never read: added by an earlier version, or from a tagged detection, and its photo could not be read again (opening the library reads the words of those whose photo is there).
    */
   words?: string[] | null;
 }

@@ -221,6 +221,12 @@ class Library:
         return self.store.car(car_id) or car, references
 
     @_serialised
+    def add_words(self, words: list[tuple[int, frozenset[str]]]) -> None:
+        """The words read on existing references (reference id, words)."""
+        self.store.set_words(words)
+        self._car_words = None
+
+    @_serialised
     def update_car(self, car_id: str, fields: dict[str, Any]) -> CarRow:
         self.require_car(car_id)
         with self.store.transaction() as db:

@@ -336,6 +336,16 @@ class Store:
             words.setdefault(row["car_id"], set()).update(json.loads(row["words"]))
         return words
 
+    def references_never_read(self) -> list[ReferenceRow]:
+        """References whose words were never read (enrolled by an earlier version, or their photo was unreadable)."""
+        return [_reference_row(r) for r in self._rows("SELECT * FROM refs WHERE words IS NULL ORDER BY id")]
+
+    def set_words(self, words: list[tuple[int, frozenset[str]]]) -> None:
+        """(reference id, the words read on it) of existing references; one transaction."""
+        with self.transaction() as db:
+            db.executemany("UPDATE refs SET words = ? WHERE id = ?",
+                           [(json.dumps(sorted(read)), reference_id) for reference_id, read in words])
+
     def references_without(self, model: str) -> list[ReferenceRow]:
         """References that `model` has not embedded (enrolled while another model was active)."""
         rows = self._rows(

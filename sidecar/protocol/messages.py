@@ -277,8 +277,8 @@ class Reference(Message):
     added_at: float
     words: Annotated[list[str] | None, Meta(description=(
         "Words read on the reference's livery (sponsors, names), which break appearance's ties between cars; "
-        "null when never read (a reference added by an earlier version, or from a tagged detection whose photo "
-        "could not be read again)."))] = None
+        "null when never read: added by an earlier version, or from a tagged detection, and its photo could not be "
+        "read again (opening the library reads the words of those whose photo is there)."))] = None
 
 
 class EnrollParams(RequestParams, kw_only=True):
