@@ -271,7 +271,9 @@ def _library_command(args: argparse.Namespace, engine: Engine) -> int:
         for fields, images in jobs:
             enrolled = identification.enroll(
                 EnrollParams(car=CarFields(**fields), images=[ImageRef(path=str(p)) for p in images]), quiet)
-            print(f"{enrolled.car.id}  {enrolled.car.label}: {enrolled.car.references} reference(s)")
+            words = sorted({w for r in enrolled.references for w in r.words or ()})
+            print(f"{enrolled.car.id}  {enrolled.car.label}: {enrolled.car.references} reference(s); "
+                  f"words on its livery: {' '.join(words) or 'none read'}")
             for warning in enrolled.warnings:
                 print(f"  warning, {images[warning.image]}: {warning.message}", file=sys.stderr)
             for alike in enrolled.look_alikes:
