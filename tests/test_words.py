@@ -78,3 +78,12 @@ def test_a_clear_appearance_match_is_never_reordered() -> None:
     candidates = scores(("ferrari", 0.9, 0.90), ("redbull", 0.8, 0.80))
     appearance = decide(candidates, POLICY)
     assert break_tie(appearance, candidates, {"ESSO"}, CAR_WORDS, POLICY).verdict == appearance
+
+
+def test_a_sponsor_the_whole_field_carries_counts_for_little_in_a_tie() -> None:
+    """Red Bull and Toro Rosso tied; HONDA is on both and on Ferrari, outside the tie, ESSO on Red Bull alone."""
+    field = {"redbull": {"ESSO"}, "tororosso": {"HONDA"}, "ferrari": {"HONDA"}, "mclaren": {"HONDA"}}
+    candidates = scores(("tororosso", 0.8, 0.80), ("redbull", 0.8, 0.79), ("ferrari", 0.7, 0.60), ("mclaren", 0.7, 0.55))
+    worded = break_tie(decide(candidates, POLICY), candidates, {"HONDA", "ESSO"}, field, POLICY)
+    assert (worded.verdict.decision, worded.verdict.car_id) == ("match", "redbull")  # 1 against HONDA's 1/3
+    assert worded.words == ["ESSO", "HONDA"]  # both carried by a tied car

@@ -112,9 +112,9 @@ class TextDetector:
             box = [max(0.0, (x - grow) * sx), max(0.0, (y - grow) * sy),
                    min(float(width), (x + w + grow) * sx), min(float(height), (y + h + grow) * sy)]
             # The same growth for the rotated rectangle, from its own sides.
-            centre, (long, short), angle = cv2.minAreaRect(contour)
-            grown = long * short * self.spec.unclip_ratio / (2 * (long + short)) if long + short > 0 else 0.0
-            corners = cv2.boxPoints((centre, (long + 2 * grown, short + 2 * grown), angle)) * np.array([sx, sy], np.float32)
+            centre, (side_a, side_b), angle = cv2.minAreaRect(contour)
+            grown = side_a * side_b * self.spec.unclip_ratio / (2 * (side_a + side_b)) if side_a + side_b > 0 else 0.0
+            corners = cv2.boxPoints((centre, (side_a + 2 * grown, side_b + 2 * grown), angle)) * np.array([sx, sy], np.float32)
             lines.append(TextLine(box, score, corners))
         return lines
 

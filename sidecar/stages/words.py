@@ -97,8 +97,8 @@ def break_tie(appearance: Verdict, candidates: list[CarScore], words: Collection
               car_words: Mapping[str, Collection[str]], policy: MatchPolicy) -> Worded:
     """`candidates`: every car appearance ranked (as `decide` took them), `appearance` its verdict."""
     ties = tied(candidates, policy.margin) if appearance.decision != "match" else []
-    evidence = word_evidence(words, {c.car_id: car_words.get(c.car_id, ()) for c in ties})
-    used = sorted(w for w in words if any(same_word(w, c) for car in evidence for c in car_words[car]))
+    evidence = word_evidence(words, car_words)  # over every enrolled car: a word many carry counts for little
+    used = sorted(w for w in words if any(same_word(w, carried) for c in ties for carried in car_words.get(c.car_id, ())))
     ordered = sorted(ties, key=lambda c: -evidence.get(c.car_id, 0.0))  # stable: appearance orders equals
     if len(ordered) < 2 or evidence.get(ordered[0].car_id, 0.0) <= evidence.get(ordered[1].car_id, 0.0):
         return Worded(appearance, used, False)
