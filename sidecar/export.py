@@ -22,7 +22,7 @@ from sidecar.protocol.messages import ExportParams, ExportResult
 CSV_COLUMNS = [
     "photo", "detection_id", "x1", "y1", "x2", "y2", "detector_score", "decision", "car_id", "car", "number", "team",
     "driver", "score", "review", "sensor_x1", "sensor_y1", "sensor_x2", "sensor_y2", "number_read", "decided_by",
-    "conflict",
+    "conflict", "words_read",
 ]
 PAGE = 5000
 
@@ -106,7 +106,7 @@ class Exporter:
                     car.label if car else "", (car.number or "") if car else "", (car.team or "") if car else "",
                     (car.driver or "") if car else "", "" if row.score is None else row.score, row.review or "",
                     *in_sensor, row.number or "", "+".join((row.evidence or {}).get("decided_by", [])),
-                    (row.evidence or {}).get("conflict") or "",
+                    (row.evidence or {}).get("conflict") or "", " ".join((row.evidence or {}).get("words", [])),
                 ])
             write_atomic(output, buffer.getvalue())
         else:

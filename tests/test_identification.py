@@ -211,6 +211,10 @@ def test_the_words_on_a_livery_put_the_car_that_carries_them_first(tmp_path: Pat
             assert vehicle["candidates"][0]["car_id"] == ids[word]
             # Twins whose means are closer to each other than the photo is to either: the rival rule still holds.
             assert vehicle["decision"] == "ambiguous" and vehicle["evidence"]["decided_by"] == []
+        # Tagged and exported, the words that counted are in the CSV.
+        process.request("tag", {"images": [str(_painted(shown, "PETRONAS", tmp_path))], "sequence_gap_s": 0}, id="tag")
+        csv_out = Path(process.request("export", {"format": "csv"}, id="csv")["result"]["files"][0])
+        assert any(line.endswith(",PETRONAS") for line in csv_out.read_text().splitlines()[1:])
     finally:
         process.kill()
 
@@ -309,7 +313,7 @@ def test_numbers_name_cars_of_an_entry_list_and_contradictions_are_flagged(tmp_p
         assert found["detections"][0]["evidence"]["number"]["text"] == "3"
         csv_out = Path(process.request("export", {"format": "csv"}, id="csv")["result"]["files"][0])
         header, *rows = csv_out.read_text().splitlines()
-        assert header.endswith("number_read,decided_by,conflict") and any(r.endswith(",3,number,") for r in rows)
+        assert header.endswith("number_read,decided_by,conflict,words_read") and any(r.endswith(",3,number,,") for r in rows)
         process.request("export", {"format": "xmp"}, id="xmp")
         xmp = (event / "rally.xmp").read_text()
         assert "<rdf:li>#3</rdf:li>" in xmp and "<rdf:li>Numbers|3</rdf:li>" in xmp and "Cars|#3 F. Duval" in xmp

@@ -518,7 +518,7 @@ export interface IdentifyParams {
    */
   top_k?: number;
   /**
-   * Read the racing number on each vehicle and fuse it with appearance (true; 10-150 ms a vehicle, with its size), only on vehicles appearance alone does not match ("unsure": faster, but a clear appearance match is not checked against the number), or on none (false).
+   * Read the racing number on each vehicle and fuse it with appearance (true; 10-150 ms a vehicle, with its size), only on vehicles appearance alone does not match ("unsure": faster, but a clear appearance match is not checked against the number), or on none (false). Where it reads, the livery's words are read too on vehicles whose appearance ties cars (`evidence.words`).
    */
   read_numbers?: boolean | 'unsure';
   /**
@@ -695,7 +695,7 @@ export interface TagParams {
    */
   top_k?: number;
   /**
-   * Read the racing number on each vehicle and fuse it with appearance (true; 10-150 ms a vehicle, with its size), only on vehicles appearance alone does not match ("unsure": faster, but a clear appearance match is not checked against the number), or on none (false).
+   * Read the racing number on each vehicle and fuse it with appearance (true; 10-150 ms a vehicle, with its size), only on vehicles appearance alone does not match ("unsure": faster, but a clear appearance match is not checked against the number), or on none (false). Where it reads, the livery's words are read too on vehicles whose appearance ties cars (`evidence.words`).
    */
   read_numbers?: boolean | 'unsure';
   /**

@@ -392,7 +392,8 @@ class MatchOptions(RequestParams, kw_only=True):
     read_numbers: Annotated[ReadNumbers, Meta(
         description="Read the racing number on each vehicle and fuse it with appearance (true; 10-150 ms a vehicle, "
                     "with its size), only on vehicles appearance alone does not match (\"unsure\": faster, but a clear "
-                    "appearance match is not checked against the number), or on none (false).")] = True
+                    "appearance match is not checked against the number), or on none (false). Where it reads, the "
+                    "livery's words are read too on vehicles whose appearance ties cars (`evidence.words`).")] = True
     threshold: Annotated[float | None, Meta(description="Lowest similarity for a match; default: the calibrated one.")] = None
     margin: Annotated[float | None, Meta(description="Lead over the runner-up a match needs; default: the calibrated one.")] = None
     min_score: Annotated[Score | None, Meta(description="Lowest detector score considered; default: the detector's calibrated one.")] = None
