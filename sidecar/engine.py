@@ -27,6 +27,7 @@ from sidecar.inference.manifest import (
 from sidecar.inference.session import OrtSession
 from sidecar.inference.turns import background, interactive
 from sidecar.library.library import EmbeddedReferences, Library
+from sidecar.library.store import ReferenceRow
 from sidecar.protocol.endpoint import RequestContext
 from sidecar.protocol.framing import WIRES
 from sidecar.protocol.messages import (
@@ -124,20 +125,14 @@ class Engine:
 
     def _read_missing_words(self, library: Library) -> None:
         """Read, from their photos, the livery's words of references that have
-        none on record (enrolled before words were read), committing every
-        batch (an interrupted run resumes where it stopped); those whose photo
-        is gone stay unread, and are tried again at the next open."""
-        missing = library.store.references_never_read()
-        unreadable = 0
-        for start in range(0, len(missing), REEMBED_BATCH):
-            batch = [(r.id, self.reference_crop(r.source, r.box)) for r in missing[start : start + REEMBED_BATCH]]
-            read = [(ref_id, self.number_reader().read(image, words=True).words) for ref_id, image in batch
-                    if image is not None]
-            if read:
-                library.add_words(read)
-            unreadable += len(batch) - len(read)
-        if len(missing) > unreadable:
-            log.info("read the words of %d reference(s) enrolled before words were read", len(missing) - unreadable)
+        none on record (enrolled before words were read); those whose photo is
+        gone stay unread, and are tried again at the next open."""
+        def store_words(readable: list[tuple[int, np.ndarray]]) -> None:
+            library.add_words([(ref_id, self.number_reader().read(image, words=True).words) for ref_id, image in readable])
+
+        read, unreadable = self._read_references_again(library.store.references_never_read(), store_words)
+        if read:
+            log.info("read the words of %d reference(s) enrolled before words were read", read)
         if unreadable:
             log.warning("%d reference(s) cannot be read again to read their words: they break no ties", unreadable)
 
@@ -158,21 +153,34 @@ class Engine:
         embedder was active, committing every batch (an interrupted run
         resumes where it stopped); those whose photo is gone stay out of this
         model's index (logged) and keep their rows. Returns (embedded, unreadable)."""
-        missing = library.store.references_without(embedder.key)
-        embedded = unreadable = 0
-        for start in range(0, len(missing), REEMBED_BATCH):
-            if progress is not None:
-                progress(start, len(missing))
-            batch = [(r.id, self.reference_crop(r.source, r.box)) for r in missing[start : start + REEMBED_BATCH]]
-            readable = [(ref_id, image) for ref_id, image in batch if image is not None]
-            if readable:
-                vectors = embedder([image for _, image in readable])
-                library.store.add_embeddings(embedder.key, [(ref_id, v) for (ref_id, _), v in zip(readable, vectors)])
-            embedded += len(readable)
-            unreadable += len(batch) - len(readable)
+        def store_vectors(readable: list[tuple[int, np.ndarray]]) -> None:
+            vectors = embedder([image for _, image in readable])
+            library.store.add_embeddings(embedder.key, [(ref_id, v) for (ref_id, _), v in zip(readable, vectors)])
+
+        embedded, unreadable = self._read_references_again(library.store.references_without(embedder.key),
+                                                           store_vectors, progress)
         if unreadable:
             log.warning("%d reference(s) cannot be read again to embed them with %s", unreadable, embedder.key)
         return embedded, unreadable
+
+    def _read_references_again(self, references: list[ReferenceRow],
+                               commit: Callable[[list[tuple[int, np.ndarray]]], None],
+                               progress: Callable[[int, int], None] | None = None) -> tuple[int, int]:
+        """Read the references' crops again from their photos, REEMBED_BATCH at a
+        time, and hand each batch's readable ones ((id, crop)) to `commit`, which
+        stores what it computes from them: an interrupted run resumes where it
+        stopped. Returns (read, unreadable)."""
+        read = unreadable = 0
+        for start in range(0, len(references), REEMBED_BATCH):
+            if progress is not None:
+                progress(start, len(references))
+            batch = [(r.id, self.reference_crop(r.source, r.box)) for r in references[start : start + REEMBED_BATCH]]
+            readable = [(ref_id, image) for ref_id, image in batch if image is not None]
+            if readable:
+                commit(readable)
+            read += len(readable)
+            unreadable += len(batch) - len(readable)
+        return read, unreadable
 
     @background()
     def use_embedder(self, params: EmbedderUseParams, context: RequestContext) -> EmbedderUseResult:

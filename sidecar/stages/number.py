@@ -172,7 +172,7 @@ class NumberReader:
 
     def read(self, vehicle: np.ndarray, words: bool = False) -> VehicleText:
         """The racing numbers on a vehicle's crop and, when `words`, its livery's
-        words too: one text detection, the other lines recognised only then."""
+        words too: one text detection; only then is every line read flattened."""
         height = vehicle.shape[0]
         lines = self.detector(vehicle)
         number_lines = [line.box for line in lines
