@@ -1,6 +1,6 @@
 """How much of the vehicle detector's figures is its training seed?
 
-    .venv/bin/python -m bench.detector_seeds [--seeds 1,2] [--scenes N]
+    .venv/bin/python -m bench.detector_seeds [--seeds 1,2] [--scenes N] [--iterations N] [--keep DIR]
 
 Builds the project's detector again as `build.py models` does, with other
 seeds (`models/train_detector.py --seed N`: other synthetic scenes, sampled
@@ -11,7 +11,11 @@ which no build trains on. The shipped model (seed 0) is measured too. A
 change to the recipe is worth keeping when it moves the mean over seeds,
 not one seed's figure: with 93 F1 images one image is 1.1 points.
 `--scenes N` builds them with N synthetic scenes instead of the shipped
-recipe's 2,000 (seed 0 too, then: the shipped row stays for reference). About
+recipe's 2,000, `--iterations N` with N training steps instead of its 600
+(seed 0 too, then: the shipped row stays for reference). `--keep DIR`
+keeps each build's models folder (the shipped models linked, the rebuilt
+detector pinned in its manifest) as DIR/seed-N, so that `LIVERYID_MODELS_DIR=DIR/seed-N
+.venv/bin/liveryid eval ...` measures identification with it. About
 8 minutes a seed on 2 cores, with a peak of 11 GB (6 minutes with 1,000
 scenes); needs the development data and Debian's torcs-data.
 """
@@ -44,8 +48,12 @@ def main() -> None:
     parser.add_argument("--seeds", default="1,2",
                         help="seeds to build (default 1,2; the shipped build, seed 0, is measured as it is)")
     parser.add_argument("--scenes", type=int, help="synthetic scenes per build (default: the shipped recipe's)")
+    parser.add_argument("--iterations", type=int, help="training steps per build (default: the shipped recipe's)")
+    parser.add_argument("--keep", type=Path, help="keep each build's models folder as KEEP/seed-N, for "
+                        "`LIVERYID_MODELS_DIR=KEEP/seed-N liveryid eval`")
     args = parser.parse_args()
-    recipe = [] if args.scenes is None else ["--scenes", str(args.scenes)]
+    recipe = [*([] if args.scenes is None else ["--scenes", str(args.scenes)]),
+              *([] if args.iterations is None else ["--iterations", str(args.iterations)])]
     epfl, f1 = labelled_images()
     print(f"EPFL frames: {len(epfl)} (cars 06-10, never trained on); F1 game images with a labelled box: {len(f1)}; "
           "each head's default min_score")
@@ -54,10 +62,14 @@ def main() -> None:
     shipped = measure(DEFAULT_MODELS_DIR, epfl, f1)
     print(f"| 0 (shipped) | {shipped.cells()} |", flush=True)
     measured = {} if recipe else {0: shipped}
-    label = "" if args.scenes is None else f", {args.scenes} scenes"
+    label = "".join([f", {args.scenes} scenes" if args.scenes else "", f", {args.iterations} steps" if args.iterations else ""])
     for seed in [int(s) for s in args.seeds.split(",")]:
         with tempfile.TemporaryDirectory() as tmp:
-            models = retrained_models(DETECTOR, "train_detector.py", ["--seed", str(seed), *recipe], Path(tmp))
+            folder = Path(tmp)
+            if args.keep is not None:
+                folder = args.keep / f"seed-{seed}"
+                folder.mkdir(parents=True)  # a fresh folder: an earlier build is never overwritten
+            models = retrained_models(DETECTOR, "train_detector.py", ["--seed", str(seed), *recipe], folder)
             measured[seed] = measure(models, epfl, f1)
         print(f"| {seed}{label} | {measured[seed].cells()} |", flush=True)
     correct = np.asarray([m.f1_correct for m in measured.values()])

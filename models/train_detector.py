@@ -47,6 +47,8 @@ def main() -> None:
                         help=f"synthetic track photos to draw (default {SYNTHETIC_SCENES}, the shipped model's)")
     parser.add_argument("--seed", type=int, default=HeadRecipe.seed,
                         help=f"of the scenes, samples and weights (default {HeadRecipe.seed}, the shipped model's)")
+    parser.add_argument("--iterations", type=int, default=HeadRecipe.iterations,
+                        help=f"training steps (default {HeadRecipe.iterations}, the shipped model's)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
     if not DATA_DIR.is_dir():
@@ -58,7 +60,7 @@ def main() -> None:
     vehicle_ids = [coco_head_spec.classes.index(name) for name in coco_head_spec.vehicle_classes]
     frames = [f for f in epfl_frames() if f.car in DETECTOR_TRAIN_CARS]
     crop_paths = [path for path, _ in khoa_images("train")]
-    recipe = HeadRecipe(seed=args.seed)
+    recipe = HeadRecipe(seed=args.seed, iterations=args.iterations)
     cars, textures = torcs_assets(args.cache)
     rng = np.random.default_rng(recipe.seed)
     print(f"training on {len(frames)} EPFL frames of cars {sorted(DETECTOR_TRAIN_CARS)}, {len(crop_paths)} Khoa "
