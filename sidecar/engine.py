@@ -127,10 +127,15 @@ class Engine:
         """Read, from their photos, the livery's words of references that have
         none on record (enrolled before words were read); those whose photo is
         gone stay unread, and are tried again at the next open."""
-        def store_words(readable: list[tuple[int, np.ndarray]]) -> None:
-            library.add_words([(ref_id, self.number_reader().read(image, words=True).words) for ref_id, image in readable])
+        missing = library.store.references_never_read()
+        if not missing:
+            return  # the usual open: the text models stay unloaded
+        reader = self.number_reader()
 
-        read, unreadable = self._read_references_again(library.store.references_never_read(), store_words)
+        def store_words(readable: list[tuple[int, np.ndarray]]) -> None:
+            library.add_words([(ref_id, reader.read(image, words=True).words) for ref_id, image in readable])
+
+        read, unreadable = self._read_references_again(missing, store_words)
         if read:
             log.info("read the words of %d reference(s) enrolled before words were read", read)
         if unreadable:

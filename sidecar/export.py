@@ -99,14 +99,15 @@ class Exporter:
             writer.writerow(CSV_COLUMNS)
             for row in rows:
                 car = cars.get(row.car_id) if row.car_id else None
+                evidence = row.evidence or {}
                 raw_box = sensor_box(row)
                 in_sensor: list[object] = list(raw_box) if raw_box else ["", "", "", ""]
                 writer.writerow([
                     row.path, row.id, *row.box, row.detector_score, row.decision, row.car_id or "",
                     car.label if car else "", (car.number or "") if car else "", (car.team or "") if car else "",
                     (car.driver or "") if car else "", "" if row.score is None else row.score, row.review or "",
-                    *in_sensor, row.number or "", "+".join((row.evidence or {}).get("decided_by", [])),
-                    (row.evidence or {}).get("conflict") or "", " ".join((row.evidence or {}).get("words", [])),
+                    *in_sensor, row.number or "", "+".join(evidence.get("decided_by", [])),
+                    evidence.get("conflict") or "", " ".join(evidence.get("words", [])),
                 ])
             write_atomic(output, buffer.getvalue())
         else:
