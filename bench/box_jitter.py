@@ -44,7 +44,8 @@ SHOWN = ["epfl-1ref.json", "epfl-3ref.json", "khoa.json", "khoa-detected.json", 
 
 
 def resized(box: list[float], change: float, width: int, height: int) -> list[float]:
-    """`box` grown (change > 0) or shrunk by `change` of its width and height on each side, within the photo."""
+    """`box` grown (change > 0) or shrunk (change < 0) by |change| of its width and height on each side,
+    within the photo."""
     x1, y1, x2, y2 = box
     dx, dy = change * (x2 - x1), change * (y2 - y1)
     return [max(0.0, x1 - dx), max(0.0, y1 - dy), min(float(width), x2 + dx), min(float(height), y2 + dy)]
