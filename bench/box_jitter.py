@@ -31,9 +31,7 @@ from bench.datasets import DATA_DIR
 from sidecar import evaluation
 from sidecar.config import settings_from_env
 from sidecar.engine import Engine
-from sidecar.identification import match_policy, reference_box
-from sidecar.protocol.messages import ImageRef
-from sidecar.stages.decode import load_image
+from sidecar.identification import match_policy
 from sidecar.stages.embed import crop, l2_normalise
 from sidecar.stages.match import MatchPolicy
 
@@ -52,13 +50,11 @@ def resized(box: list[float], change: float, width: int, height: int) -> list[fl
 
 
 def jittered_vectors(engine: Engine, samples: list[evaluation.Sample], base: Path) -> np.ndarray:
-    """(N, 3, D): each sample's vector for its box (as `evaluation.sample_crop` takes it), the box grown
-    and the box shrunk."""
+    """(N, 3, D): each sample's vector for its box (`evaluation.sample_box`), the box grown and the box shrunk."""
     embedder = engine.embedder()
     out = []
     for sample in samples:
-        image = load_image(ImageRef(path=str(base / sample.image)), engine.limits)
-        box, _, _ = reference_box(engine, image, sample.box, 0)
+        image, box = evaluation.sample_box(engine, sample, base)
         height, width = image.shape[:2]
         boxes = [box, resized(box, JITTER, width, height), resized(box, -JITTER, width, height)]
         out.append(embedder([crop(image, b) for b in boxes]))

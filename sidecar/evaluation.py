@@ -78,11 +78,16 @@ class Report:
     """(car, car ranked first instead) and how often, most often first: which cars the embedder confuses."""
 
 
-def sample_crop(engine: Engine, sample: Sample, base: Path) -> np.ndarray:
-    """The crop a sample stands for: its box, else the dominant detected vehicle, as enroll takes it."""
+def sample_box(engine: Engine, sample: Sample, base: Path) -> tuple[np.ndarray, list[float]]:
+    """A sample's photo and the box it stands for: its box, else the dominant detected vehicle, as enroll takes it."""
     image = load_image(ImageRef(path=str(base / sample.image)), engine.limits)
     box, _, _ = reference_box(engine, image, sample.box, 0)
-    return crop(image, box)
+    return image, box
+
+
+def sample_crop(engine: Engine, sample: Sample, base: Path) -> np.ndarray:
+    """The crop a sample stands for (`sample_box`)."""
+    return crop(*sample_box(engine, sample, base))
 
 
 def embed_samples(engine: Engine, samples: list[Sample], base: Path,
