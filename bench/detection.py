@@ -130,9 +130,9 @@ def vehicle_kinds(detector: Detector) -> dict[str, tuple[int, int]]:
     counts: dict[str, tuple[int, int]] = {}
     for path, _ in khoa_images("val"):
         image = read_image(path)
-        crop = np.asarray([[0, 0, image.shape[1], image.shape[0]]], np.float32)
+        whole = np.asarray([[0, 0, image.shape[1], image.shape[0]]], np.float32)  # the crop is the vehicle's box
         boxes = detector(image, None, detector.vehicle_class_ids).boxes
-        found = bool((box_iou(boxes, crop) >= 0.5).any())
+        found = bool((box_iou(boxes, whole) >= 0.5).any())
         kind = path.name.split("_")[0]
         crops, hits = counts.get(kind, (0, 0))
         counts[kind] = (crops + 1, hits + found)
