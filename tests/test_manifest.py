@@ -89,13 +89,14 @@ def test_the_build_keeps_and_records_a_trained_model_built_where_none_is_pinned(
     (tmp_path / "head.onnx").write_bytes(b"built on aarch64")
     built = hashlib.sha256(b"built on aarch64").hexdigest()
     trained = {"name": "head", "file": "head.onnx", "sha256": "a", "training": {"built_on": "x86_64 AVX2", "rebuilt": {}}}
-    assert not build.is_built(trained, "aarch64")
+    pinned = {"x86_64 AVX2"}
+    assert not build.is_built(trained, "aarch64", pinned)
     build.record_local_build(trained, built, "aarch64")
-    assert build.is_built(trained, "aarch64")
-    assert not build.is_built(trained, "x86_64 AVX2")  # pinned there: only the pin will do
-    assert not build.is_built({**trained, "sha256": "b"}, "aarch64")  # a new version of the model: build it again
+    assert build.is_built(trained, "aarch64", pinned)
+    assert not build.is_built(trained, "x86_64 AVX2", pinned)  # pinned there: only the pin will do
+    assert not build.is_built({**trained, "sha256": "b"}, "aarch64", pinned)  # a new version of the model: build it again
     (tmp_path / "head.onnx").unlink()
-    assert not build.is_built(trained, "aarch64")
+    assert not build.is_built(trained, "aarch64", pinned)
 
 
 def test_the_build_expects_the_pin_of_the_machines_instruction_set(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -103,11 +104,18 @@ def test_the_build_expects_the_pin_of_the_machines_instruction_set(monkeypatch: 
     sys.modules.pop("build", None)
     import build
 
-    trained = {"sha256": "a", "training": {"built_on": "x86_64 AVX2", "rebuilt": {"x86_64 AVX-512": "b"}}}
-    assert build.expected_sha256(trained, "x86_64 AVX2") == "a"
-    assert build.expected_sha256(trained, "x86_64 AVX-512") == "b"
-    assert build.expected_sha256(trained, "aarch64") is None  # not pinned there: the build records its own
-    assert build.expected_sha256({"sha256": "c"}, "aarch64") == "c"  # converted, not trained: the same bytes anywhere
+    trained = {"name": "liveryid-reid-mnv2", "sha256": "a",
+               "training": {"built_on": "x86_64 AVX2", "rebuilt": {"x86_64 AVX-512": "b"}}}
+    pinned = build.pinned_machines({"models": [trained]})
+    assert pinned == {"x86_64 AVX2", "x86_64 AVX-512"}
+    assert build.expected_sha256(trained, "x86_64 AVX2", pinned) == "a"
+    assert build.expected_sha256(trained, "x86_64 AVX-512", pinned) == "b"
+    assert build.expected_sha256(trained, "aarch64", pinned) is None  # not pinned there: the build records its own
+    converted = {"name": "nanodet-m-coco", "sha256": "c"}
+    assert build.expected_sha256(converted, "aarch64", pinned) == "c"  # converted without torch: the same bytes anywhere
+    exported = {"name": "mobilenetv2-imagenet", "sha256": "d"}  # exported by torch: pinned where the trained ones are
+    assert build.expected_sha256(exported, "x86_64 AVX-512", pinned) == "d"
+    assert build.expected_sha256(exported, "x86_64 AVX-512 AMX", pinned) is None
     assert build.instruction_set().split()[0] in {"x86_64", "aarch64", "arm64", "AMD64"}
 
 
