@@ -142,6 +142,8 @@ def test_msgpack_vectors_are_float32_bytes_equal_to_the_json_numbers() -> None:
 def test_missing_and_corrupt_models_are_named_and_the_rest_keeps_working(tmp_path: Path) -> None:
     models = ROOT / "models"
     shutil.copy(models / "manifest.json", tmp_path / "manifest.json")
+    if (models / "local-builds.json").exists():  # this machine's own builds, where the manifest pins none for it
+        shutil.copy(models / "local-builds.json", tmp_path / "local-builds.json")
     shutil.copy(models / "liveryid-vehicle-nanodet-416.onnx", tmp_path / "liveryid-vehicle-nanodet-416.onnx")
     (tmp_path / "liveryid-reid-mnv2-224.onnx").write_bytes(b"not the model")
     process = SidecarProcess("json", extra_args=["--models", str(tmp_path)])
