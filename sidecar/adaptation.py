@@ -42,7 +42,7 @@ from sidecar.protocol.messages import AdaptParams, AdaptResult, AdaptRevertResul
 from sidecar.protocol.messages import ReferenceCheck as ReferenceCheckMessage
 from sidecar.stages import colour
 from sidecar.stages.decode import decode_photo, read_file
-from sidecar.stages.embed import Embedder, crop
+from sidecar.stages.embed import Embedder, Region, crop
 from sidecar.stages.preprocess import shrink
 
 if TYPE_CHECKING:  # torch is imported only when adapt runs
@@ -73,14 +73,16 @@ class Adaptation:
         policy = match_policy(current, None, None, 5)
 
         references = library.store.references()
-        reference_crops = [self.engine.reference_crop(r.source, r.box) for r in references]
-        readable = [i for i, c in enumerate(reference_crops) if c is not None]
-        cars = [references[i].car_id for i in readable]
+        read_again = [(r, self.engine.reference_image(r.source)) for r in references]
+        readable = [(r, photo) for r, photo in read_again if photo is not None]
+        cars = [r.car_id for r, _ in readable]
         if not any(cars.count(c) > 1 for c in cars):
             raise InvalidParams("adapt checks the new model on the enrolled references: enroll two or more "
                                 "references of at least one car first", {"field": "library"})
-        checked = [c for c in reference_crops if c is not None]
-        before = reference_check(current(checked), cars, policy)
+        # Checked as matching sees them (the embedder's regions of the photos), trained on as crops.
+        regions: list[Region] = [(photo, r.box) for r, photo in readable]
+        checked = [crop(photo, r.box) for r, photo in readable]
+        before = reference_check(current(regions), cars, policy)
 
         crops, photos, failed = self._event_crops(params, context)
         if len(crops) < 2 * training.AdaptRecipe().min_samples:
@@ -103,7 +105,7 @@ class Adaptation:
         spec = self._save(library, module, current.spec, base_name, recipe, len(crops), photos, before)
         settings = self.engine.settings
         adapted = Embedder(spec, OrtSession(library.models_dir / spec.file, settings.intra_op_threads, settings.spin_wait))
-        vectors = adapted(checked)
+        vectors = adapted(regions)
         after = reference_check(vectors, cars, policy)
         assert spec.training is not None
         spec = msgspec.structs.replace(spec, training=msgspec.structs.replace(
@@ -119,7 +121,7 @@ class Adaptation:
         elif better and not params.switch:
             reason = "better on the enrolled references; not switched (switch: false)"
         elif better:
-            library.store.add_embeddings(adapted.key, [(references[i].id, v) for i, v in zip(readable, vectors)])
+            library.store.add_embeddings(adapted.key, [(r.id, v) for (r, _), v in zip(readable, vectors)])
             self.engine.use_adapted(spec)
             switched, reason = True, "better on the enrolled references: the library now uses it"
         if not switched:

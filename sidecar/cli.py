@@ -29,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--detector", help="detection model from the manifest (default liveryid-vehicle-nanodet)")
     parser.add_argument("--embedder", help="embedding model from the manifest (default liveryid-reid-mnv2)")
     parser.add_argument("--colour-weight", type=float, help="share of the colour histogram in appearance (default: the manifest's)")
+    parser.add_argument("--box-jitter", type=float, help="share of a box's size it is also embedded grown and shrunk by, "
+                        "the vectors averaged; 0: the box alone (default: the manifest's)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -140,7 +142,8 @@ def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = settings_from_env(models_dir=args.models, workers=args.workers, detector=args.detector,
-                                 embedder=args.embedder, colour_weight=args.colour_weight)
+                                 embedder=args.embedder, colour_weight=args.colour_weight,
+                                 box_jitter=args.box_jitter)
     if args.command == "serve":
         from sidecar.serve import claim_stdout, serve
 

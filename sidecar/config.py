@@ -29,6 +29,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Overrides the manifest's colour fusion weight (0 = the embedding alone):
     # for measuring what the colours add, not for everyday use.
     colour_weight: float | None = None
+    # Overrides the manifest's box jitter (0 = each box embedded once, not
+    # averaged with its grown and shrunk copies): likewise for measuring; the
+    # manifest's threshold is calibrated for its own jitter.
+    box_jitter: float | None = None
     # Requests run on this many worker threads; the read loop stays free for
     # ping and cancellation.
     workers: int = 2

@@ -132,8 +132,8 @@ class Engine:
             return  # the usual open: the text models stay unloaded
         reader = self.number_reader()
 
-        def store_words(readable: list[tuple[int, np.ndarray]]) -> None:
-            library.add_words([(ref_id, reader.read(image, words=True).words) for ref_id, image in readable])
+        def store_words(readable: list[tuple[ReferenceRow, np.ndarray]]) -> None:
+            library.add_words([(row.id, reader.read(crop(image, row.box), words=True).words) for row, image in readable])
 
         read, unreadable = self._read_references_again(missing, store_words)
         if read:
@@ -158,9 +158,9 @@ class Engine:
         embedder was active, committing every batch (an interrupted run
         resumes where it stopped); those whose photo is gone stay out of this
         model's index (logged) and keep their rows. Returns (embedded, unreadable)."""
-        def store_vectors(readable: list[tuple[int, np.ndarray]]) -> None:
-            vectors = embedder([image for _, image in readable])
-            library.store.add_embeddings(embedder.key, [(ref_id, v) for (ref_id, _), v in zip(readable, vectors)])
+        def store_vectors(readable: list[tuple[ReferenceRow, np.ndarray]]) -> None:
+            vectors = embedder([(image, row.box) for row, image in readable])
+            library.store.add_embeddings(embedder.key, [(row.id, v) for (row, _), v in zip(readable, vectors)])
 
         embedded, unreadable = self._read_references_again(library.store.references_without(embedder.key),
                                                            store_vectors, progress)
@@ -169,18 +169,18 @@ class Engine:
         return embedded, unreadable
 
     def _read_references_again(self, references: list[ReferenceRow],
-                               commit: Callable[[list[tuple[int, np.ndarray]]], None],
+                               commit: Callable[[list[tuple[ReferenceRow, np.ndarray]]], None],
                                progress: Callable[[int, int], None] | None = None) -> tuple[int, int]:
-        """Read the references' crops again from their photos, REEMBED_BATCH at a
-        time, and hand each batch's readable ones ((id, crop)) to `commit`, which
+        """Read the references' photos again, REEMBED_BATCH at a time, and hand
+        each batch's readable ones ((reference, photo)) to `commit`, which
         stores what it computes from them: an interrupted run resumes where it
         stopped. Returns (read, unreadable)."""
         read = unreadable = 0
         for start in range(0, len(references), REEMBED_BATCH):
             if progress is not None:
                 progress(start, len(references))
-            batch = [(r.id, self.reference_crop(r.source, r.box)) for r in references[start : start + REEMBED_BATCH]]
-            readable = [(ref_id, image) for ref_id, image in batch if image is not None]
+            batch = [(r, self.reference_image(r.source)) for r in references[start : start + REEMBED_BATCH]]
+            readable = [(row, image) for row, image in batch if image is not None]
             if readable:
                 commit(readable)
             read += len(readable)
@@ -210,13 +210,13 @@ class Engine:
             self._embedder = spec.adapted_from or name
         return EmbedderUseResult(model=embedder.key, embedded=embedded, unreadable=unreadable, references=len(library.index))
 
-    def reference_crop(self, source: str, box: list[float]) -> np.ndarray | None:
-        """The crop a reference was made from, read again (None when its photo is gone or was a buffer)."""
+    def reference_image(self, source: str) -> np.ndarray | None:
+        """The photo a reference was made from, read again (None when it is gone or was a buffer)."""
         ref = reopen(source)
         if ref is None:
             return None
         try:
-            return crop(load_image(ref, self.limits), box)
+            return load_image(ref, self.limits)
         except RpcError as exc:
             log.warning("reference image %s cannot be read again: %s", source, exc.message)
             return None
@@ -287,6 +287,8 @@ class Engine:
     def _build_embedder(self, spec: EmbedderSpec, session: OrtSession) -> Embedder:
         if self.settings.colour_weight is not None:
             spec = msgspec.structs.replace(spec, colour_weight=self.settings.colour_weight)
+        if self.settings.box_jitter is not None:
+            spec = msgspec.structs.replace(spec, box_jitter=self.settings.box_jitter)
         return Embedder(spec, session)
 
     def _model_info(self, name: str, load: Callable[[], object]) -> ModelInfo:
@@ -362,7 +364,7 @@ class Engine:
         context.progress(0, 2, "decode")
         image = load_image(params.image, self.limits)
         context.progress(1, 2, "embed")
-        vector = embedder([crop(image, params.box)])[0]
+        vector = embedder([(image, params.box)])[0]
         context.progress(2, 2, "done")
         return EmbedResult(vector=vector, model=embedder.key, dim=int(vector.shape[0]))  # type: ignore[arg-type]
 

@@ -95,10 +95,10 @@ def embed_samples(engine: Engine, samples: list[Sample], base: Path,
     """Each sample's vector and, when `words`, the livery's words read on its crop."""
     vectors, read = [], []
     for sample in samples:
-        vehicle = sample_crop(engine, sample, base)
-        vectors.append(engine.embedder()([vehicle])[0])
+        image, box = sample_box(engine, sample, base)
+        vectors.append(engine.embedder()([(image, box)])[0])
         if words:
-            read.append(engine.number_reader().read(vehicle, words=True).words)
+            read.append(engine.number_reader().read(crop(image, box), words=True).words)
     return np.stack(vectors), read if words else None
 
 

@@ -89,9 +89,8 @@ class Identification:
             box, quality, warning = reference_box(self.engine, image, given, index)
             if warning is not None:
                 warnings.append(warning)
-            vehicle = crop(image, box)
-            entries.append(ReferenceEntry(source_of(image_ref), box, embedder([vehicle])[0], quality,
-                                          reader.read(vehicle, words=True).words))
+            entries.append(ReferenceEntry(source_of(image_ref), box, embedder([(image, box)])[0], quality,
+                                          reader.read(crop(image, box), words=True).words))
         context.progress(len(params.images), len(params.images), "store")
         car_id = params.car.id if params.car.id is not msgspec.UNSET else None
         car, references = library.enroll(car_id, _given(params.car), entries, embedder.key)
@@ -133,7 +132,7 @@ class Identification:
             found = detect_tiled(self.engine.detector(), image, options.min_score, self.engine.vehicle_classes(None),
                                  options.tiles)
         with watch.stage("embed"):
-            vectors = matcher.embedder([crop(image, box) for box in found.boxes])
+            vectors = matcher.embedder([(image, box) for box in found.boxes])
         with watch.stage("match"):
             # Enough neighbours that top_k distinct cars survive when each has several references.
             references = matcher.references
@@ -336,13 +335,13 @@ class Identification:
             source = detection_source(row.path, row.id)
             embedder = self.engine.matcher().embedder
             # Read again for its words, and to embed it again if tagged before the library changed embedder.
-            image = self.engine.reference_crop(source, row.box)
+            image = self.engine.reference_image(source)
             if f"+{embedder.key}@" not in models:
                 if image is None:
                     raise InvalidParams(f"{row.path} cannot be read again to embed this detection with {embedder.key}",
                                         {"field": "params.add_as_reference"})
-                embedding = embedder([image])[0]
-            words = None if image is None else self.engine.number_reader().read(image, words=True).words
+                embedding = embedder([(image, row.box)])[0]
+            words = None if image is None else self.engine.number_reader().read(crop(image, row.box), words=True).words
             _, (added,) = library.enroll(
                 car_id, {}, [ReferenceEntry(source, row.box, embedding, row.detector_score, words)], embedder.key)
             reference = _reference(added)

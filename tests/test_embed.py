@@ -44,9 +44,30 @@ def test_embedder_batches_in_chunks_and_returns_unit_vectors() -> None:
     session = FakeSession()
     embedder = Embedder(SPEC, session)  # type: ignore[arg-type]
     crops = [np.full((10 + i, 20, 3), i * 5, np.uint8) for i in range(MAX_BATCH + 3)]
-    vectors = embedder(crops)
+    vectors = embedder.embed_crops(crops)
     assert session.batch_sizes == [MAX_BATCH, 3]
     assert vectors.shape == (MAX_BATCH + 3, 1280) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
     assert not np.allclose(vectors[0], vectors[-1])
     assert embedder([]).shape == (0, 1280)
+    # Without a box jitter a region is its crop's vector.
+    image = np.random.default_rng(0).integers(0, 255, (60, 80, 3), np.uint8)
+    np.testing.assert_allclose(embedder([(image, [10, 5, 50, 40])]), embedder.embed_crops([image[5:40, 10:50]]))
+
+
+def test_a_box_jitter_averages_the_box_grown_and_shrunk() -> None:
+    jittered = msgspec.structs.replace(SPEC, box_jitter=0.1)
+    embedder = Embedder(jittered, FakeSession())  # type: ignore[arg-type]
+    assert embedder.key != Embedder(SPEC, FakeSession()).key  # type: ignore[arg-type]
+    # Columns of different brightness, so each of the three crops has its own mean.
+    image = np.repeat(np.linspace(0, 250, 100).astype(np.uint8)[None, :, None], 3, axis=2).repeat(50, axis=0)
+    box = [20.0, 10.0, 70.0, 40.0]  # 50 x 30: 10% is 5 px and 3 px on each side
+    grown, shrunk = image[7:43, 15:75], image[13:37, 25:65]
+    expected = l2_normalise(embedder.embed_crops([image[10:40, 20:70], grown, shrunk]).sum(axis=0, keepdims=True))
+    vectors = embedder([(image, box), (image, None), (image, np.array(box))])
+    np.testing.assert_allclose(vectors[0], expected[0], rtol=1e-5)
+    np.testing.assert_allclose(vectors[2], vectors[0], rtol=1e-6)
+    assert not np.allclose(vectors[0], embedder.embed_crops([image[10:40, 20:70]])[0])
+    # The whole image cannot grow: its box as it is twice, and shrunk.
+    whole = l2_normalise(embedder.embed_crops([image, image, image[5:45, 10:90]]).sum(axis=0, keepdims=True))
+    np.testing.assert_allclose(vectors[1], whole[0], rtol=1e-5)

@@ -396,6 +396,54 @@ def test_switching_embedder_keeps_the_old_one_until_the_new_index_is_complete(tm
         process.kill()
 
 
+def test_a_library_enrolled_with_the_box_alone_is_averaged_from_its_photos_on_open(tmp_path: Path, dev_data: Path) -> None:
+    """Upgrading to an embedder that averages each box with its grown and
+    shrunk copies (a new key) embeds every reference again from its photo
+    and box on open: identify then scores as a library enrolled with it
+    does; a reference whose photo is gone keeps its row, out of the index."""
+    frames = {(f.car, f.frame): f for f in epfl_frames()}
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    enrolled = {car: [(frames[(car, n)], photos / f"car{car}-{n}.jpg") for n in (1, 30, 60)] for car in (1, 2, 3)}
+    for frame, copy in (pair for pairs in enrolled.values() for pair in pairs):
+        shutil.copy(frame.path, copy)
+    query = {"image": {"path": str(frames[(2, 40)].path)}, "read_numbers": False}
+
+    def enroll(process: SidecarProcess, skip: Path | None = None) -> None:
+        for car, pairs in enrolled.items():
+            kept = [(frame, copy) for frame, copy in pairs if copy != skip]
+            reply = process.request("enroll", {"car": {"id": f"car{car}", "label": f"EPFL {car}"},
+                                               "images": [{"path": str(c)} for _, c in kept],
+                                               "boxes": [list(f.box) for f, _ in kept]}, id=f"enroll{car}")
+            assert len(reply["result"]["references"]) == len(kept)
+
+    def candidates(process: SidecarProcess) -> list[dict]:
+        return process.request("identify", query, id="identify")["result"]["vehicles"][0]["candidates"]
+
+    old = SidecarProcess("json", extra_args=["--box-jitter", "0"])
+    try:
+        assert open_library(old, tmp_path / "upgraded")["models"][1]["status"] == "loaded"
+        enroll(old)
+        alone = candidates(old)
+    finally:
+        old.kill()
+    gone = enrolled[3][1][1]
+    gone.unlink()
+    process = SidecarProcess("json")
+    try:
+        info = open_library(process, tmp_path / "upgraded")
+        assert info["library"]["references"] == 8  # 9 rows; the one whose photo is gone is out of the index
+        upgraded = candidates(process)
+        open_library(process, tmp_path / "fresh")
+        enroll(process, skip=gone)
+        fresh = candidates(process)
+    finally:
+        process.kill()
+    assert [c["car_id"] for c in upgraded] == [c["car_id"] for c in fresh]
+    np.testing.assert_allclose([c["score"] for c in upgraded], [c["score"] for c in fresh], atol=1e-4)
+    assert not np.allclose([c["score"] for c in upgraded], [c["score"] for c in alone], atol=1e-3)
+
+
 def test_a_large_photo_is_analysed_from_a_smaller_decode_and_reported_in_its_own_pixels(tmp_path: Path, dev_data: Path) -> None:
     frame = next(f for f in epfl_frames() if f.car == 4 and f.frame == 20)
     event = tmp_path / "event"

@@ -15,7 +15,6 @@ from sidecar.engine import Engine
 from sidecar.protocol.endpoint import quiet_context
 from sidecar.protocol.messages import DetectParams, EmbedParams, ImageRef
 from sidecar.stages.detect import box_iou
-from sidecar.stages.embed import crop
 
 CONTEXT = quiet_context()
 
@@ -50,15 +49,15 @@ def test_embeddings_of_one_car_are_closer_than_of_different_cars(engine: Engine,
     for frame in epfl_frames():
         if frame.frame in (1, 3):
             image = cv2.imread(str(frame.path))
-            by_car.setdefault(frame.car, []).append(engine.embedder()([crop(image, frame.box)])[0])
+            by_car.setdefault(frame.car, []).append(engine.embedder()([(image, frame.box)])[0])
     same = [float(a @ b) for a, b in by_car.values()]
     firsts = [v[0] for v in by_car.values()]
     different = [float(firsts[i] @ firsts[j]) for i in range(len(firsts)) for j in range(i + 1, len(firsts))]
     assert np.mean(same) > np.mean(different) + 0.05
 
 
-def test_the_embed_method_matches_the_stage_on_the_same_crop(engine: Engine, dev_data: Path) -> None:
+def test_the_embed_method_matches_the_stage_on_the_same_box(engine: Engine, dev_data: Path) -> None:
     frame = epfl_frames()[0]
     result = engine.embed(EmbedParams(image=ImageRef(path=str(frame.path)), box=list(frame.box)), CONTEXT)
-    direct = engine.embedder()([crop(cv2.imread(str(frame.path)), frame.box)])[0]
+    direct = engine.embedder()([(cv2.imread(str(frame.path)), frame.box)])[0]
     np.testing.assert_allclose(result.vector, direct, atol=1e-6)

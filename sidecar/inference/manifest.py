@@ -121,6 +121,10 @@ class EmbedderSpec(ModelBase, tag="embed"):
     colour_weight: float = 0.0
     """Share of the livery colour histogram in the appearance similarity
     (sidecar/stages/colour.py); 0 uses the embedding alone."""
+    box_jitter: float = 0.0
+    """Each box is embedded as it is, grown and shrunk by this share of its
+    width and height on each side, and the three vectors averaged
+    (sidecar/stages/embed.py, bench.box_jitter); 0 embeds the box alone."""
     training: Training | None = None
     adapted_from: str | None = None
     """A library's own model (`liveryid adapt`): the shipped embedder it was
