@@ -23,13 +23,12 @@ scenes); needs the development data and Debian's torcs-data.
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from bench.detection import TABLE_HEADER, Figures, LabelledImages, figures, labelled_images, overlaps
-from bench.retrained import retrained_models
+from bench.retrained import retrained_models, seed_folder
 from sidecar.config import DEFAULT_MODELS_DIR, settings_from_env
 from sidecar.engine import Engine
 
@@ -64,11 +63,7 @@ def main() -> None:
     measured = {} if recipe else {0: shipped}
     label = "".join([f", {args.scenes} scenes" if args.scenes else "", f", {args.iterations} steps" if args.iterations else ""])
     for seed in [int(s) for s in args.seeds.split(",")]:
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp)
-            if args.keep is not None:
-                folder = args.keep / f"seed-{seed}"
-                folder.mkdir(parents=True)  # a fresh folder: an earlier build is never overwritten
+        with seed_folder(args.keep, seed) as folder:
             models = retrained_models(DETECTOR, "train_detector.py", ["--seed", str(seed), *recipe], folder)
             measured[seed] = measure(models, epfl, f1)
         print(f"| {seed}{label} | {measured[seed].cells()} |", flush=True)

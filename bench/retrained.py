@@ -8,10 +8,13 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sidecar.config import DEFAULT_MODELS_DIR
-from sidecar.inference.manifest import sha256_of
+from sidecar.inference.manifest import LOCAL_BUILDS_FILE, sha256_of
 
 
 def retrained_models(name: str, script: str, arguments: list[str], folder: Path) -> Path:
@@ -28,4 +31,19 @@ def retrained_models(name: str, script: str, arguments: list[str], folder: Path)
                        env={**os.environ, "PYTHONPATH": str(DEFAULT_MODELS_DIR.parent)})
         entry["sha256"] = sha256_of(target)
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    if (DEFAULT_MODELS_DIR / LOCAL_BUILDS_FILE).exists():  # vouches for the linked models built on this machine
+        (folder / LOCAL_BUILDS_FILE).symlink_to(DEFAULT_MODELS_DIR / LOCAL_BUILDS_FILE)
     return folder
+
+
+@contextmanager
+def seed_folder(keep: Path | None, seed: int) -> Iterator[Path]:
+    """Where a seed's build goes: KEEP/seed-N, kept (a fresh folder: an earlier build is never
+    overwritten), or without `keep` a temporary folder."""
+    if keep is not None:
+        folder = keep / f"seed-{seed}"
+        folder.mkdir(parents=True)
+        yield folder
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        yield Path(tmp)

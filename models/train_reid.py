@@ -4,7 +4,9 @@ recipe (sidecar/training/reid.py) on the Khoa train split of the development
 data (real vehicle crops from two cameras; bench/datasets.py says what is
 held out), then exported to ONNX.
 
-`--synthetic-identities N` adds N rendered identities (a TORCS car in a
+`--seed N` trains with another seed (other batches, augmentations and
+classifier start; the same recipe): what `bench.embedder_seeds` builds to
+tell a recipe's effect from its seed's. `--synthetic-identities N` adds N rendered identities (a TORCS car in a
 random livery seen from four sides, sidecar/training/renders.py; needs
 Debian's torcs-data): not the shipped recipe, an experiment that
 `bench.synthetic_identities` runs and measures.
@@ -42,6 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cache", type=Path, required=True)
     parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=Recipe().seed, help="training seed (default: the shipped recipe's)")
     parser.add_argument("--synthetic-identities", type=int, default=0, help="rendered identities to add (default none)")
     args = parser.parse_args()
     if not DATA_DIR.is_dir():
@@ -52,7 +55,7 @@ def main() -> None:
     crops = [cv2.imread(str(path)) for path, _ in samples]
     identities = [vehicle for _, vehicle in samples]
     print(f"training on {len(crops)} crops of {len(set(identities))} identities", file=sys.stderr)
-    recipe = Recipe()
+    recipe = Recipe(seed=args.seed)
     synthetic = [f"synthetic-{i}" for i in range(args.synthetic_identities)]
     if synthetic:
         cars, textures = torcs_assets(args.cache)
