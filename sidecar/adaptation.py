@@ -37,6 +37,7 @@ from sidecar.inference.manifest import EmbedderSpec, Training, sha256_of
 from sidecar.inference.session import OrtSession
 from sidecar.inference.turns import background
 from sidecar.library.library import Library
+from sidecar.library.store import ReferenceRow
 from sidecar.protocol.endpoint import RequestContext
 from sidecar.protocol.messages import AdaptParams, AdaptResult, AdaptRevertResult, TagFailure
 from sidecar.protocol.messages import ReferenceCheck as ReferenceCheckMessage
@@ -73,15 +74,19 @@ class Adaptation:
         policy = match_policy(current, None, None, 5)
 
         references = library.store.references()
-        read_again = [(r, self.engine.reference_image(r.source)) for r in references]
-        readable = [(r, photo) for r, photo in read_again if photo is not None]
+        # Each reference's region, checked as matching sees it (the embedder averages boxes) and trained on as
+        # a crop; only the region is kept of each photo: a library of 24 MP photos would not fit in memory whole.
+        readable: list[tuple[ReferenceRow, Region]] = []
+        for reference in references:
+            photo = self.engine.reference_image(reference.source)
+            if photo is not None:
+                readable.append((reference, current.kept_region(photo, reference.box)))
         cars = [r.car_id for r, _ in readable]
         if not any(cars.count(c) > 1 for c in cars):
             raise InvalidParams("adapt checks the new model on the enrolled references: enroll two or more "
                                 "references of at least one car first", {"field": "library"})
-        # Checked as matching sees them (the embedder's regions of the photos), trained on as crops.
-        regions: list[Region] = [(photo, r.box) for r, photo in readable]
-        checked = [crop(photo, r.box) for r, photo in readable]
+        regions = [region for _, region in readable]
+        checked = [crop(*region) for region in regions]
         before = reference_check(current(regions), cars, policy)
 
         crops, photos, failed = self._event_crops(params, context)

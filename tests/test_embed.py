@@ -71,3 +71,15 @@ def test_a_box_jitter_averages_the_box_grown_and_shrunk() -> None:
     # The whole image cannot grow: its box as it is twice, and shrunk.
     whole = l2_normalise(embedder.embed_crops([image, image, image[5:45, 10:90]]).sum(axis=0, keepdims=True))
     np.testing.assert_allclose(vectors[1], whole[0], rtol=1e-5)
+
+
+def test_the_kept_region_of_a_photo_embeds_its_box_as_the_photo_does() -> None:
+    embedder = Embedder(msgspec.structs.replace(SPEC, box_jitter=0.1), FakeSession())  # type: ignore[arg-type]
+    # Brightness rising across and down, so a crop's vector says where its pixels were.
+    photo = np.repeat((np.add.outer(np.arange(400) // 2, np.arange(600) // 3) % 256).astype(np.uint8)[..., None], 3, axis=2)
+    for box in ([100.0, 50.0, 300.0, 250.0], [0.0, 0.0, 120.0, 90.0], [500.5, 300.2, 600.0, 400.0]):
+        region, inside = embedder.kept_region(photo, box)
+        assert region.size < photo.size and not np.shares_memory(region, photo)  # a copy, not a view of the photo
+        np.testing.assert_allclose(embedder([(region, inside)]), embedder([(photo, box)]), rtol=1e-6)
+        moved = [box[0] + 10, box[1], box[2] + 10, box[3]]
+        assert not np.allclose(embedder([(region, inside)]), embedder([(photo, moved)]), rtol=1e-6)
