@@ -130,19 +130,22 @@ def instruction_set() -> str:
 def pinned_machines(manifest: dict[str, Any]) -> set[str]:
     """The instruction sets the manifest pins builds of the trained models on: where every model's
     sha256 was checked."""
-    trainings = [m["training"] for m in manifest["models"] if m.get("training")]
-    return {t["built_on"] for t in trainings if t.get("built_on")} | {k for t in trainings for k in t.get("rebuilt", {})}
+    trained = [m for m in manifest["models"] if m.get("training")]
+    return {m["training"]["built_on"] for m in trained if m["training"].get("built_on")} | {
+        kind for m in trained for kind in m.get("rebuilt", {})}
 
 
 def expected_sha256(model: dict[str, Any], here: str, pinned: set[str]) -> str | None:
-    """What a model built on this machine must hash to: the pin, or for a trained model built on
-    other vector instructions than the pinned build, that instruction set's pin; None where nothing
-    is pinned for this machine yet (a trained model, or one torch exports, on an instruction set
-    outside `pinned`)."""
+    """What a model built on this machine must hash to: its pin for this machine's instruction set
+    (`rebuilt`), else `sha256` where that was built here (a trained model's `built_on`) or anywhere
+    (converted without torch; exported with torch, only on the pinned instruction sets); None
+    where nothing is pinned for this machine yet."""
+    if here in model.get("rebuilt", {}):
+        return str(model["rebuilt"][here])
     training = model.get("training") or {}
     if training.get("built_on", "") in ("", here) and (model["name"] not in TORCH_BUILT or here in pinned):
         return str(model["sha256"])
-    return training.get("rebuilt", {}).get(here)
+    return None
 
 
 def local_build_sha256(model: dict[str, Any]) -> str | None:
@@ -201,12 +204,12 @@ def models() -> None:
         if expected is None and actual is not None:
             record_local_build(model, actual, here)
             training = model.get("training") or {}
-            built_on = sorted({training["built_on"], *training.get("rebuilt", {})} if training else pinned)
+            built_on = sorted({training["built_on"], *model.get("rebuilt", {})} if training else pinned)
             log(f"warning: {model['name']} built here has sha256 {actual}; the manifest pins it as built on "
                 f"{built_on}, not on {here}, whose floating-point rounding differs. The sidecar uses this build "
                 f"(recorded in {LOCAL_BUILDS.relative_to(ROOT)})" + (
                     ", but the manifest's figures are the pinned build's: once they are measured again here "
-                    "(`measured_with`), add it to the model's training.rebuilt." if training else "."))
+                    "(`measured_with`), add it to the model's `rebuilt`." if training else "."))
             continue
         if actual != expected:
             sys.exit(

@@ -55,6 +55,10 @@ class ModelBase(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, t
     source: Source
     input: InputSpec
     build: str = BUILD_COMMAND
+    rebuilt: dict[str, str] = msgspec.field(default_factory=dict)
+    """The same build's sha256 on other instruction sets (named as `Training.built_on`), also accepted:
+    torch rounds its sums per instruction set, so a model it trains or exports comes out in other
+    bytes on each."""
 
 
 class Training(Struct, frozen=True, forbid_unknown_fields=True):
@@ -71,8 +75,6 @@ class Training(Struct, frozen=True, forbid_unknown_fields=True):
     (empty: not recorded, as for a library's adapted embedder, made and checked on its own machine).
     Training's floating-point sums round differently with other vector instructions (AVX-512
     against AVX2, in torch and in onnxruntime alike), so the same seeded recipe gives other bytes there."""
-    rebuilt: dict[str, str] = msgspec.field(default_factory=dict)
-    """The same recipe's sha256 as built on other instruction sets (`built_on`'s names): also accepted."""
 
 
 class DetectorHead(Struct, frozen=True, forbid_unknown_fields=True):
@@ -184,9 +186,8 @@ def sha256_of(path: Path) -> str:
 
 
 def accepted_sha256(spec: ModelBase) -> set[str]:
-    """The pinned sha256, and for a model the project trains, its builds on other instruction sets."""
-    training = getattr(spec, "training", None)
-    return {spec.sha256, *(training.rebuilt.values() if training is not None else ())}
+    """The pinned sha256 and its builds on other instruction sets."""
+    return {spec.sha256, *spec.rebuilt.values()}
 
 
 def local_build_sha256(spec: ModelBase, models_dir: Path) -> str | None:
