@@ -1,6 +1,6 @@
 """How much of the re-identification embedder's figures is its training seed?
 
-    .venv/bin/python -m bench.manifests && .venv/bin/python -m bench.embedder_seeds [--seeds 1,2] [--keep DIR]
+    .venv/bin/python -m bench.manifests && .venv/bin/python -m bench.embedder_seeds [--seeds 1,2] [--keep DIR] [--recipe=ARGS]
 
 Builds the project's embedder again as `build.py models` does, with other
 seeds (`models/train_reid.py --seed N`: other batches, augmentations and
@@ -13,7 +13,8 @@ evaluation set, identify's scoring, appearance alone. The shipped build
 the mean over seeds, not one seed's figure, as bench.detector_seeds says of
 the detector. `--keep DIR` keeps each build's models folder as DIR/seed-N,
 for `LIVERYID_MODELS_DIR=DIR/seed-N .venv/bin/liveryid eval ...`. About
-8 minutes a seed on 2 cores (the build 4-5, the measuring the rest).
+12 minutes a seed on 2 cores (the 360-step build about 10, the measuring the rest). `--recipe`
+passes more arguments to the build script, to measure a recipe change over seeds.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ def main() -> None:
                         help="seeds to build (default 1,2; the shipped build, seed 0, is measured as it is)")
     parser.add_argument("--keep", type=Path, help="keep each build's models folder as KEEP/seed-N, for "
                         "`LIVERYID_MODELS_DIR=KEEP/seed-N liveryid eval`")
+    parser.add_argument("--recipe", default="",
+                        help="more arguments for models/train_reid.py, e.g. --recipe='--iterations 180'")
     args = parser.parse_args()
     if not DATA_DIR.is_dir() or not EVAL_DIR.is_dir():
         sys.exit("needs the development data and `python -m bench.manifests`")
@@ -58,7 +61,8 @@ def main() -> None:
     measured = {0: shipped}
     for seed in [int(s) for s in args.seeds.split(",")]:
         with seed_folder(args.keep, seed) as folder:
-            measured[seed] = measure(retrained_models(EMBEDDER, "train_reid.py", ["--seed", str(seed)], folder))[0]
+            arguments = ["--seed", str(seed), *args.recipe.split()]
+            measured[seed] = measure(retrained_models(EMBEDDER, "train_reid.py", arguments, folder))[0]
         print(f"| {seed} | {measured[seed].cells()} |", flush=True)
     ruled = [m for m in measured.values() if m.threshold is not None]
     if not ruled:

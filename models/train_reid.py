@@ -46,6 +46,8 @@ def main() -> None:
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=Recipe().seed, help="training seed (default: the shipped recipe's)")
     parser.add_argument("--synthetic-identities", type=int, default=0, help="rendered identities to add (default none)")
+    parser.add_argument("--iterations", type=int, default=Recipe().iterations,
+                        help="training steps (default: the shipped recipe's)")
     args = parser.parse_args()
     if not DATA_DIR.is_dir():
         sys.exit(f"the re-identification embedder trains on the development data, and {DATA_DIR} is missing")
@@ -55,7 +57,7 @@ def main() -> None:
     crops = [cv2.imread(str(path)) for path, _ in samples]
     identities = [vehicle for _, vehicle in samples]
     print(f"training on {len(crops)} crops of {len(set(identities))} identities", file=sys.stderr)
-    recipe = Recipe(seed=args.seed)
+    recipe = Recipe(seed=args.seed, iterations=args.iterations)
     synthetic = [f"synthetic-{i}" for i in range(args.synthetic_identities)]
     if synthetic:
         cars, textures = torcs_assets(args.cache)

@@ -46,7 +46,7 @@ FEATURE_DIM = 1280
 
 @dataclass(frozen=True)
 class Recipe:
-    iterations: int = 180
+    iterations: int = 360
     identities_per_batch: int = 16
     images_per_identity: int = 4
     learning_rate: float = 3.5e-4
