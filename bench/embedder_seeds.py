@@ -1,6 +1,6 @@
 """How much of the re-identification embedder's figures is its training seed?
 
-    .venv/bin/python -m bench.manifests && .venv/bin/python -m bench.embedder_seeds [--seeds 1,2] [--keep DIR] [--recipe=ARGS]
+    .venv/bin/python -m bench.manifests && .venv/bin/python -m bench.embedder_seeds [--seeds 1,2] [--iterations N] [--keep DIR]
 
 Builds the project's embedder again as `build.py models` does, with other
 seeds (`models/train_reid.py --seed N`: other batches, augmentations and
@@ -13,8 +13,9 @@ evaluation set, identify's scoring, appearance alone. The shipped build
 the mean over seeds, not one seed's figure, as bench.detector_seeds says of
 the detector. `--keep DIR` keeps each build's models folder as DIR/seed-N,
 for `LIVERYID_MODELS_DIR=DIR/seed-N .venv/bin/liveryid eval ...`. About
-12 minutes a seed on 2 cores (the 360-step build about 10, the measuring the rest). `--recipe`
-passes more arguments to the build script, to measure a recipe change over seeds.
+12 minutes a seed on 2 cores (the 360-step build about 10, the measuring the rest).
+`--iterations N` builds with N training steps instead of the shipped recipe's (seed 0 too,
+then: the shipped row stays for reference), as bench.detector_seeds does.
 """
 
 from __future__ import annotations
@@ -48,8 +49,7 @@ def main() -> None:
                         help="seeds to build (default 1,2; the shipped build, seed 0, is measured as it is)")
     parser.add_argument("--keep", type=Path, help="keep each build's models folder as KEEP/seed-N, for "
                         "`LIVERYID_MODELS_DIR=KEEP/seed-N liveryid eval`")
-    parser.add_argument("--recipe", default="",
-                        help="more arguments for models/train_reid.py, e.g. --recipe='--iterations 180'")
+    parser.add_argument("--iterations", type=int, help="training steps per build (default: the shipped recipe's)")
     args = parser.parse_args()
     if not DATA_DIR.is_dir() or not EVAL_DIR.is_dir():
         sys.exit("needs the development data and `python -m bench.manifests`")
@@ -58,13 +58,14 @@ def main() -> None:
           "identify's scoring, appearance alone")
     print(header)
     print(f"| 0 (shipped) | {shipped.cells()} |", flush=True)
-    # The mean is the recipe's: the shipped build counts as its seed 0 only when no other recipe is asked for.
-    measured = {} if args.recipe else {0: shipped}
+    recipe = [] if args.iterations is None else ["--iterations", str(args.iterations)]
+    measured = {} if recipe else {0: shipped}
+    label = f", {args.iterations} steps" if args.iterations else ""
     for seed in [int(s) for s in args.seeds.split(",")]:
         with seed_folder(args.keep, seed) as folder:
-            arguments = ["--seed", str(seed), *args.recipe.split()]
-            measured[seed] = measure(retrained_models(EMBEDDER, "train_reid.py", arguments, folder))[0]
-        print(f"| {seed} | {measured[seed].cells()} |", flush=True)
+            models = retrained_models(EMBEDDER, "train_reid.py", ["--seed", str(seed), *recipe], folder)
+            measured[seed] = measure(models)[0]
+        print(f"| {seed}{label} | {measured[seed].cells()} |", flush=True)
     ruled = [m for m in measured.values() if m.threshold is not None]
     if not ruled:
         sys.exit("no build has a threshold meeting the rule")
