@@ -7,7 +7,12 @@ only labels there are, the references the user enrolled: each reference of
 a car with several is matched against the rest (rank-1, true matches at the
 embedder's threshold), and against the other cars alone (false matches, as
 for a car nobody enrolled). The new model is used only when it is at least
-as good on all three and better on one.
+as good on all three and better on one, and when it leaves the event's
+apparently unenrolled cars unmatched (`evaluation.unknown_check`): a car in
+the photos that nobody enrolled is learnt like the others, and can be learnt
+as an enrolled look-alike without the references showing it (unless the
+user says the whole field is enrolled: then those are enrolled cars the
+current model misses).
 
 Switching re-embeds every reference with the new model into the database,
 builds its index, and only then points the library at it; the shipped
@@ -31,7 +36,7 @@ import numpy as np
 
 from sidecar.engine import Engine
 from sidecar.errors import InvalidParams, RpcError, TrainingUnavailable
-from sidecar.evaluation import ReferenceCheck, reference_check
+from sidecar.evaluation import ReferenceCheck, UnknownCheck, matched, reference_check, unknown_check
 from sidecar.identification import expand_photos, match_policy
 from sidecar.inference.manifest import EmbedderSpec, Training, sha256_of
 from sidecar.inference.session import OrtSession
@@ -41,10 +46,10 @@ from sidecar.library.store import ReferenceRow
 from sidecar.protocol.endpoint import RequestContext
 from sidecar.protocol.messages import AdaptParams, AdaptResult, AdaptRevertResult, TagFailure
 from sidecar.protocol.messages import ReferenceCheck as ReferenceCheckMessage
+from sidecar.protocol.messages import UnknownCheck as UnknownCheckMessage
 from sidecar.stages import colour
 from sidecar.stages.decode import decode_photo, read_file
 from sidecar.stages.embed import Embedder, Region, crop
-from sidecar.stages.preprocess import shrink
 
 if TYPE_CHECKING:  # torch is imported only when adapt runs
     from sidecar.training.adapt import AdaptRecipe
@@ -53,6 +58,8 @@ if TYPE_CHECKING:  # torch is imported only when adapt runs
 log = logging.getLogger(__name__)
 # Smaller boxes are distant cars: a few hundred pixels of blur teach nothing.
 MIN_CROP_SIDE = 48
+UNKNOWN_BUDGET = 0.01
+"""Share of the apparently unenrolled cars' crops a new model may match: the false-match rate issue #4 allows."""
 
 
 class Adaptation:
@@ -87,9 +94,11 @@ class Adaptation:
                                 "references of at least one car first", {"field": "library"})
         regions = [region for _, region in readable]
         checked = [crop(*region) for region in regions]
-        before = reference_check(current(regions), cars, policy)
+        references_before = current(regions)
+        before = reference_check(references_before, cars, policy)
 
-        crops, photos, failed = self._event_crops(params, context)
+        event, photos, failed = self._event_regions(params, context)
+        crops = [crop(*region) for region in event]
         if len(crops) < 2 * training.AdaptRecipe().min_samples:
             raise InvalidParams(f"{len(crops)} vehicles found in {photos} photos: too few to learn from",
                                 {"field": "params.images"})
@@ -112,30 +121,30 @@ class Adaptation:
         adapted = Embedder(spec, OrtSession(library.models_dir / spec.file, settings.intra_op_threads, settings.spin_wait))
         vectors = adapted(regions)
         after = reference_check(vectors, cars, policy)
+        context.progress(1, 1, "check the event's unenrolled cars")
+        event_before = current(event)
+        clusters = training.pseudo_labels(event_before, references_before, cars, recipe, widest=False)[0]
+        unknowns = unknown_check(clusters, matched(event_before, references_before, cars, policy),
+                                 matched(adapted(event), vectors, cars, policy))
         assert spec.training is not None
         spec = msgspec.structs.replace(spec, training=msgspec.structs.replace(
             spec.training, validation={**spec.training.validation, **_figures("after", after)}))
-        log.info("adapted %s in %.0f s: before %s, after %s", base_name, time.monotonic() - started, before, after)
+        log.info("adapted %s in %.0f s: before %s, after %s, %s", base_name, time.monotonic() - started, before, after,
+                 unknowns)
 
         better = _better(after, before)
-        unreadable = len(references) - len(readable)
-        switched, reason = False, "the new model is not better on the enrolled references: kept the current one"
-        if better and unreadable:
-            reason = (f"better on the references, but {unreadable} reference image(s) could not be read again to "
-                      "embed them with it: kept the current model")
-        elif better and not params.switch:
-            reason = "better on the enrolled references; not switched (switch: false)"
-        elif better:
+        switched, reason = _switch(better, unknowns, params, unreadable=len(references) - len(readable))
+        if switched:
             library.store.add_embeddings(adapted.key, [(r.id, v) for (r, _), v in zip(readable, vectors)])
             self.engine.use_adapted(spec)
-            switched, reason = True, "better on the enrolled references: the library now uses it"
         if not switched:
             (library.models_dir / spec.file).unlink()
         last = rounds[-1]
         return AdaptResult(
             model=spec.name, adapted_from=base_name, photos=photos, crops=len(crops), radius=last.radius, clusters=last.clusters,
             clustered=last.clustered, before=_message(before), after=_message(after), better=better,
-            switched=switched, reason=reason, failed=failed,
+            unknowns=UnknownCheckMessage(crops=unknowns.crops, matched=unknowns.matched), switched=switched,
+            reason=reason, failed=failed,
         )
 
     def revert(self, params: None, context: RequestContext) -> AdaptRevertResult:
@@ -143,17 +152,17 @@ class Adaptation:
         self.engine.library()
         return AdaptRevertResult(model=self.engine.use_adapted(None).key)
 
-    def _event_crops(self, params: AdaptParams, context: RequestContext) -> tuple[list[np.ndarray], int, list[TagFailure]]:
-        """Vehicle crops of up to `max_photos` photos spread over the event."""
+    def _event_regions(self, params: AdaptParams, context: RequestContext) -> tuple[list[Region], int, list[TagFailure]]:
+        """The regions of the vehicles in up to `max_photos` photos spread over the event, as matching reads them."""
         photos = sorted(set(expand_photos(params.images, params.recursive)))
         if len(photos) > params.max_photos:
             photos = [photos[int(i)] for i in np.linspace(0, len(photos) - 1, params.max_photos).round()]
         detector = self.engine.detector()
         classes = self.engine.vehicle_classes(None)
-        spec = self.engine.embedder().spec.input
+        embedder = self.engine.embedder()
         # Training works from crops at most twice the model's input: keep no more pixels than that.
-        longest = 2 * max(spec.width, spec.height)
-        crops, failed = [], []
+        longest = 2 * max(embedder.spec.input.width, embedder.spec.input.height)
+        regions, failed = [], []
         for done, path in enumerate(photos):
             context.progress(done, len(photos), "find vehicles")
             try:
@@ -164,8 +173,8 @@ class Adaptation:
             found = detector(image, None, classes)
             for box in found.boxes:
                 if min(box[2] - box[0], box[3] - box[1]) >= MIN_CROP_SIDE:
-                    crops.append(shrink(crop(image, box), longest))
-        return crops, len(photos) - len(failed), failed
+                    regions.append(embedder.kept_region(image, box, longest))
+        return regions, len(photos) - len(failed), failed
 
     def _save(self, library: Library, module: OnnxModule, base: EmbedderSpec, base_name: str, recipe: AdaptRecipe, crops: int,
               photos: int, before: ReferenceCheck) -> EmbedderSpec:
@@ -198,6 +207,27 @@ def _better(after: ReferenceCheck, before: ReferenceCheck) -> bool:
                 and after.false_match_rate <= before.false_match_rate)
     return no_worse and (after.rank1, after.true_match_rate, -after.false_match_rate) != (
         before.rank1, before.true_match_rate, -before.false_match_rate)
+
+
+def _safe(unknowns: UnknownCheck) -> bool:
+    return unknowns.matched <= UNKNOWN_BUDGET * unknowns.crops
+
+
+def _switch(better: bool, unknowns: UnknownCheck, params: AdaptParams, unreadable: int) -> tuple[bool, str]:
+    """Whether the library uses the new model, and why (or why not)."""
+    if not better:
+        return False, "the new model is not better on the enrolled references: kept the current one"
+    if not params.whole_field and not _safe(unknowns):
+        return False, (f"better on the enrolled references, but it matches {unknowns.matched} of the {unknowns.crops} "
+                       "crops of cars the current model takes for unenrolled ones (their clusters hold no match): "
+                       "kept the current model. Enroll every car of the event and adapt again with whole_field, "
+                       "which lets it match them")
+    if unreadable:
+        return False, (f"better on the references, but {unreadable} reference image(s) could not be read again to "
+                       "embed them with it: kept the current model")
+    if not params.switch:
+        return False, "better on the enrolled references; not switched (switch: false)"
+    return True, "better on the enrolled references: the library now uses it"
 
 
 def _figures(when: str, check: ReferenceCheck) -> dict[str, str]:

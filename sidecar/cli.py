@@ -110,6 +110,8 @@ def _parser() -> argparse.ArgumentParser:
     adapt.add_argument("--iterations", type=int, default=60, help="training steps per round (default 60)")
     adapt.add_argument("--max-photos", type=int, default=1000, help="photos used at most, spread over the event")
     adapt.add_argument("--measure-only", action="store_true", help="report before/after without switching")
+    adapt.add_argument("--whole-field", action="store_true",
+                       help="every car in the photos is enrolled: the new model may match cars the current one misses")
     adapt.add_argument("--revert", action="store_true", help="go back to the shipped embedder")
 
     export = with_library("export", "write the results as CSV or JSON, or XMP sidecars beside the photos")
@@ -349,13 +351,15 @@ def _adapt(args: argparse.Namespace, engine: Engine) -> int:
         print("liveryid adapt: give the event's photos or folders (or --revert)", file=sys.stderr)
         return 2
     params = AdaptParams(images=[str(p) for p in args.paths], rounds=args.rounds, iterations=args.iterations, max_photos=args.max_photos,
-                         switch=not args.measure_only, progress=True)
+                         switch=not args.measure_only, whole_field=args.whole_field, progress=True)
     result = adaptation.adapt(params, RequestContext(0, CancelToken(), True, _progress_bar))
     print(f"{result.crops} vehicle crops from {result.photos} photos; last round: radius {result.radius:.2f}, "
           f"{result.clusters} clusters holding {result.clustered} crops")
     for name, check in (("before", result.before), ("after", result.after)):
         print(f"  {name:<6} ({check.references} references): rank-1 {check.rank1:.1%}, true match {check.true_match:.1%}, "
               f"false match {check.false_match:.1%}")
+    print(f"  {result.unknowns.crops} crops of apparently unenrolled cars, {result.unknowns.matched} of them matched "
+          "by the new model")
     print(f"{result.model}: {result.reason}")
     for failure in result.failed:
         print(f"  {failure.path}: {failure.message}", file=sys.stderr)

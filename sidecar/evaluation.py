@@ -435,3 +435,34 @@ def reference_check(vectors: np.ndarray, cars: list[str], policy: MatchPolicy) -
     unknown = evaluate("references", CarSimilarities(names, means, best, without_own), [None] * len(cars), policy,
                        IDENTIFY_SCORING, len(cars))
     return ReferenceCheck(len(several), known.rank1, known.true_match_rate, unknown.false_match_rate)
+
+
+@dataclass(frozen=True)
+class UnknownCheck:
+    """What the reference check cannot see: an event's crops that look like
+    cars nobody enrolled, and how many of them a new model matches to an
+    enrolled car. A car never enrolled but in the photos is clustered and
+    trained on like any other; among cars of one shape it can be learnt as
+    an enrolled look-alike, while the references stay as well apart as
+    before (bench.adapt's open F1 set)."""
+
+    crops: int
+    """Crops in clusters none of whose crops the current model matches."""
+    matched: int
+    """Of those, crops the new model matches."""
+
+
+def matched(queries: np.ndarray, references: np.ndarray, cars: list[str], policy: MatchPolicy) -> np.ndarray:
+    """(N,) whether identify matches each query to an enrolled car, on appearance alone."""
+    verdicts = decisions(car_similarities(queries, references, cars, IDENTIFY_SCORING), policy)
+    return np.array([v.decision == "match" for v in verdicts], dtype=bool)
+
+
+def unknown_check(clusters: np.ndarray, matched_before: np.ndarray, matched_after: np.ndarray) -> UnknownCheck:
+    """`clusters`: each crop's cluster under the current model (-1: none).
+    A cluster is taken for an unenrolled car when the current model matches
+    none of its crops; crops in no cluster are left out, as a lone crop says
+    nothing about which car it is."""
+    known = np.unique(clusters[matched_before & (clusters >= 0)])
+    unknown = (clusters >= 0) & ~np.isin(clusters, known)
+    return UnknownCheck(int(unknown.sum()), int((unknown & matched_after).sum()))

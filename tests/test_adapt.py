@@ -21,7 +21,7 @@ from sidecar import adaptation
 from sidecar.adaptation import Adaptation
 from sidecar.config import settings_from_env
 from sidecar.engine import Engine
-from sidecar.evaluation import IDENTIFY_SCORING, car_similarities, reference_check
+from sidecar.evaluation import IDENTIFY_SCORING, UnknownCheck, car_similarities, reference_check, unknown_check
 from sidecar.identification import Identification
 from sidecar.inference.manifest import InputSpec
 from sidecar.inference.turns import MODEL_TURNS, background
@@ -125,6 +125,8 @@ def test_pseudo_labels_choose_the_radius_that_keeps_the_references_cars_apart() 
     references = np.vstack([around(car, 2) for car in range(3)])
     labels, radius, agreement = pseudo_labels(event, references, ["a", "a", "b", "b", "c", "c"], AdaptRecipe())
     assert agreement == 1.0 and radius == 0.45  # from 0.5 on, cars a and b are one cluster
+    # Radii that keep the references as well: the narrowest when asked (adapt's check for unenrolled cars).
+    assert pseudo_labels(event, references, ["a", "a", "b", "b", "c", "c"], AdaptRecipe(), widest=False)[1:] == (0.3, 1.0)
     majority = [np.bincount(labels[i * 40 : (i + 1) * 40][labels[i * 40 : (i + 1) * 40] >= 0]).argmax() for i in range(3)]
     assert len(set(majority)) == 3
     assert np.mean([labels[i * 40 + j] == majority[i] for i in range(3) for j in range(40)]) > 0.9
@@ -217,6 +219,31 @@ def test_reference_check_counts_rank1_true_and_false_matches() -> None:
     assert check.false_match_rate == 0.75  # with its own car left out, all but b's first match the other car
 
 
+def test_unknown_check_counts_the_new_matches_in_clusters_the_current_model_matched_nothing_of() -> None:
+    clusters = np.array([0, 0, 0, 1, 1, 1, 2, 2, -1, -1])
+    before = np.array([1, 0, 0, 0, 0, 0, 0, 0, 0, 0], bool)  # cluster 0 is an enrolled car's
+    after = np.array([1, 1, 1, 1, 0, 0, 0, 0, 1, 0], bool)  # its other crops now match too: fine
+    # Clusters 1 and 2 looked unenrolled, and the new model matches one of their 5 crops; the outlier it matches
+    # (a lone crop) is nobody's evidence.
+    assert unknown_check(clusters, before, after) == UnknownCheck(crops=5, matched=1)
+    assert unknown_check(clusters, before, before) == UnknownCheck(crops=5, matched=0)
+    assert unknown_check(clusters, np.ones(10, bool), after) == UnknownCheck(crops=0, matched=0)
+    assert adaptation._safe(UnknownCheck(crops=300, matched=3)) and not adaptation._safe(UnknownCheck(crops=300, matched=4))
+    assert adaptation._safe(UnknownCheck(crops=0, matched=0))
+
+
+def test_a_better_model_matching_apparently_unenrolled_cars_is_used_only_when_the_whole_field_is_enrolled() -> None:
+    params = AdaptParams(images=["event"])
+    claimed, spared = UnknownCheck(crops=100, matched=2), UnknownCheck(crops=100, matched=1)
+    assert adaptation._switch(True, spared, params, unreadable=0)[0]
+    switched, reason = adaptation._switch(True, claimed, params, unreadable=0)
+    assert not switched and "2 of the 100" in reason and "whole_field" in reason
+    assert adaptation._switch(True, claimed, AdaptParams(images=["event"], whole_field=True), unreadable=0)[0]
+    assert not adaptation._switch(False, spared, params, unreadable=0)[0]
+    assert not adaptation._switch(True, spared, params, unreadable=1)[0]
+    assert not adaptation._switch(True, spared, AdaptParams(images=["event"], switch=False), unreadable=0)[0]
+
+
 def test_reference_check_scores_each_reference_as_identify_would_without_it() -> None:
     rng = np.random.default_rng(3)  # noise where ranking by mean and by closest reference disagree
     centres = rng.normal(size=(4, 16))
@@ -256,7 +283,7 @@ def test_adapt_measures_on_the_references_and_switches_only_when_better(tmp_path
     event = tmp_path / "event"
     event.mkdir()
     for (car, frame), path in frames.items():
-        if car in (1, 2, 3) and frame % 8 == 0:
+        if car in (1, 2, 3, 4) and frame % 8 == 0:  # car 4 is never enrolled
             shutil.copy(path, event / path.name)
     (event / "broken.jpg").write_bytes(b"\xff\xd8 not a photo")
     library = tmp_path / "lib"
@@ -274,7 +301,11 @@ def test_adapt_measures_on_the_references_and_switches_only_when_better(tmp_path
             and result["after"]["true_match"] >= result["before"]["true_match"]
             and result["after"]["false_match"] <= result["before"]["false_match"]
             and result["after"] != result["before"])
-        assert result["switched"] == result["better"]
+        # Car 4's frames form clusters the shipped model matches to no enrolled car.
+        unknowns = result["unknowns"]
+        assert 4 <= unknowns["crops"] <= sum(1 for car, frame in frames if car == 4 and frame % 8 == 0) + 2
+        assert 0 <= unknowns["matched"] <= unknowns["crops"]
+        assert result["switched"] == (result["better"] and unknowns["matched"] <= 0.01 * unknowns["crops"])
         model_file = library / "models" / f"{result['model']}.onnx"
         assert model_file.exists() == result["switched"]
         models = process.request("initialize", {"library": str(library)}, id="again")["result"]["models"]
@@ -288,6 +319,7 @@ def test_a_switched_library_keeps_its_model_falls_back_when_it_is_damaged_and_re
 ) -> None:
     """Switching, forced ('better' depends on training; the mechanism must not)."""
     monkeypatch.setattr(adaptation, "_better", lambda after, before: True)
+    monkeypatch.setattr(adaptation, "_safe", lambda unknowns: True)
     frames = {(f.car, f.frame): f.path for f in epfl_frames()}
     event = [str(frames[(car, frame)]) for car in (1, 2, 3) for frame in range(2, 100, 12)]
     library = tmp_path / "lib"

@@ -83,3 +83,19 @@ def test_the_kept_region_of_a_photo_embeds_its_box_as_the_photo_does() -> None:
         np.testing.assert_allclose(embedder([(region, inside)]), embedder([(photo, box)]), rtol=1e-6)
         moved = [box[0] + 10, box[1], box[2] + 10, box[3]]
         assert not np.allclose(embedder([(region, inside)]), embedder([(photo, moved)]), rtol=1e-6)
+
+
+def test_a_kept_region_shrunk_for_training_keeps_its_box_on_the_same_pixels() -> None:
+    embedder = Embedder(msgspec.structs.replace(SPEC, box_jitter=0.1), FakeSession())  # type: ignore[arg-type]
+    photo = np.zeros((2000, 3000, 3), np.uint8)
+    photo[800:1200, 1000:2200] = 255  # a white car on black: the box is exactly the white
+    box = [1000.0, 800.0, 2200.0, 1200.0]
+    region, inside = embedder.kept_region(photo, box, longest=448)
+    assert max(region.shape[:2]) <= 448 and not np.shares_memory(region, photo)
+    x1, y1, x2, y2 = (round(c) for c in inside)
+    assert region[y1 + 2 : y2 - 2, x1 + 2 : x2 - 2].min() == 255  # inside the box: all car
+    assert region[: max(0, y1 - 2)].max() == 0 and region[:, : max(0, x1 - 2)].max() == 0  # around it: none
+    small = embedder.kept_region(photo[900:1000, 1500:1600], [10.0, 10.0, 90.0, 90.0], longest=448)
+    as_is = embedder.kept_region(photo[900:1000, 1500:1600], [10.0, 10.0, 90.0, 90.0])
+    assert small[0].shape == as_is[0].shape and small[1] == as_is[1]  # never enlarged
+    assert not np.shares_memory(small[0], photo)  # still a copy

@@ -30,6 +30,10 @@ export interface AdaptParams {
    * Use the new model when it is better on the enrolled references (false: measure only).
    */
   switch?: boolean;
+  /**
+   * Every car in the photos is enrolled (the whole entry list): crops that look like unenrolled cars are enrolled ones the current model misses, and the new model may match them.
+   */
+  whole_field?: boolean;
 }
 export interface AdaptResult {
   /**
@@ -56,7 +60,11 @@ export interface AdaptResult {
   clustered: number;
   before: ReferenceCheck;
   after: ReferenceCheck;
+  /**
+   * The new model is better on the enrolled references.
+   */
   better: boolean;
+  unknowns: UnknownCheck;
   switched: boolean;
   reason: string;
   failed: TagFailure[];
@@ -72,6 +80,16 @@ export interface ReferenceCheck {
    * References matched to another car when their own car is left out.
    */
   false_match: number;
+}
+export interface UnknownCheck {
+  /**
+   * Event crops in clusters none of whose crops the current model matches to an enrolled car: as far as adapt can tell, cars nobody enrolled.
+   */
+  crops: number;
+  /**
+   * Of those, crops the new model matches to an enrolled car. More than 1% keeps the current model (unless `whole_field`): an unenrolled car learnt as an enrolled look-alike, which the references cannot show.
+   */
+  matched: number;
 }
 export interface TagFailure {
   path: string;

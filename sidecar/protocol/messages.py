@@ -586,6 +586,9 @@ class AdaptParams(RequestParams, kw_only=True):
     max_photos: Annotated[int, Meta(ge=10, description="Photos used at most, spread over the event.")] = 1000
     switch: Annotated[bool, Meta(
         description="Use the new model when it is better on the enrolled references (false: measure only).")] = True
+    whole_field: Annotated[bool, Meta(description=(
+        "Every car in the photos is enrolled (the whole entry list): crops that look like unenrolled cars are "
+        "enrolled ones the current model misses, and the new model may match them."))] = False
 
 
 class ReferenceCheck(Message):
@@ -594,6 +597,16 @@ class ReferenceCheck(Message):
     true_match: Score
     false_match: Annotated[float, Meta(
         ge=0.0, le=1.0, description="References matched to another car when their own car is left out.")]
+
+
+class UnknownCheck(Message):
+    crops: Annotated[int, Meta(ge=0, description=(
+        "Event crops in clusters none of whose crops the current model matches to an enrolled car: "
+        "as far as adapt can tell, cars nobody enrolled."))]
+    matched: Annotated[int, Meta(ge=0, description=(
+        "Of those, crops the new model matches to an enrolled car. More than 1% keeps the current model "
+        "(unless `whole_field`): an unenrolled car learnt as an enrolled look-alike, which the references cannot "
+        "show."))]
 
 
 class AdaptResult(Message):
@@ -607,7 +620,8 @@ class AdaptResult(Message):
     clustered: Annotated[int, Meta(description="Crops in some cluster in the last round (the rest sat out).")]
     before: ReferenceCheck
     after: ReferenceCheck
-    better: bool
+    better: Annotated[bool, Meta(description="The new model is better on the enrolled references.")]
+    unknowns: UnknownCheck
     switched: bool
     reason: str
     failed: list[TagFailure]

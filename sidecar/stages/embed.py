@@ -8,7 +8,7 @@ import numpy as np
 from sidecar.inference.manifest import EmbedderSpec
 from sidecar.inference.session import OrtSession
 from sidecar.stages import colour
-from sidecar.stages.preprocess import halved, to_tensor
+from sidecar.stages.preprocess import halved, shrink, to_tensor
 
 MAX_BATCH = 16
 Box = list[float] | np.ndarray
@@ -81,13 +81,21 @@ class Embedder:
             return vectors
         return l2_normalise(vectors.reshape(len(regions), 3, self.dim).sum(axis=1))
 
-    def kept_region(self, image: np.ndarray, box: Box) -> Region:
+    def kept_region(self, image: np.ndarray, box: Box, longest: int | None = None) -> Region:
         """The part of `image` that embedding `box` reads (the box grown by
         the jitter), copied, and the box within it: what to hold of a photo
-        to embed its box later, a few hundred kilobytes instead of the photo."""
+        to embed its box later, a few hundred kilobytes instead of the photo.
+        With `longest`, the part is shrunk to at most that many pixels on its
+        longest side (the box with it), as training keeps its crops."""
         height, width = image.shape[:2]
         x1, y1, x2, y2 = crop_bounds(image, resized(box, self.spec.box_jitter, width, height))
-        return image[y1:y2, x1:x2].copy(), [float(box[0]) - x1, float(box[1]) - y1, float(box[2]) - x1, float(box[3]) - y1]
+        region = image[y1:y2, x1:x2]
+        kept = region if longest is None else shrink(region, longest)
+        if kept is region:  # a view would keep the whole photo alive
+            kept = region.copy()
+        scale_x, scale_y = kept.shape[1] / region.shape[1], kept.shape[0] / region.shape[0]
+        return kept, [(float(box[0]) - x1) * scale_x, (float(box[1]) - y1) * scale_y,
+                      (float(box[2]) - x1) * scale_x, (float(box[3]) - y1) * scale_y]
 
     def _boxes(self, image: np.ndarray, box: Box | None) -> list[Box | None]:
         if not self.spec.box_jitter:

@@ -105,11 +105,14 @@ def dbscan(distance: np.ndarray, eps: float, min_samples: int) -> np.ndarray:
 
 
 def pseudo_labels(
-    vectors: np.ndarray, references: np.ndarray, cars: Sequence[str], recipe: AdaptRecipe,
+    vectors: np.ndarray, references: np.ndarray, cars: Sequence[str], recipe: AdaptRecipe, widest: bool = True,
 ) -> tuple[np.ndarray, float, float]:
     """Cluster labels of the unit `vectors` (-1: outlier; clusters numbered
     0 to k-1), clustered together with the `references` of known `cars`;
-    returns (labels, radius, agreement)."""
+    returns (labels, radius, agreement). Among radii that keep the references
+    equally well, the widest clusters more of the event (what training
+    wants), the narrowest more often leaves a car nobody enrolled apart from
+    an enrolled look-alike (what checking for such cars wants)."""
     joint = np.vstack([references, vectors])
     jaccard = k_reciprocal_distance(joint @ joint.T, recipe.k1, recipe.k2)
     same = np.asarray(cars)[:, None] == np.asarray(cars)[None, :]
@@ -121,7 +124,7 @@ def pseudo_labels(
         together = (ref_labels[:, None] == ref_labels[None, :]) & (ref_labels[:, None] >= 0)
         hits = (same & together)[pairs].sum()
         agreement = 2 * hits / max(1, 2 * hits + (~same & together)[pairs].sum() + (same & ~together)[pairs].sum())
-        if best is None or agreement >= best[0]:  # ties: the wider radius, which clusters more of the event
+        if best is None or agreement > best[0] or (agreement == best[0] and widest):  # radii rise
             best = (float(agreement), radius, labels[len(cars):])
     assert best is not None
     labels = best[2]
