@@ -11,8 +11,9 @@ then measured with the 1-reference manifest too (its reference is one of the
 three, its queries the same photos). The F1 game set is run with every team
 enrolled (and adapt told so: `whole_field`), then as an open set (f1-open:
 3 of the 10 teams never enrolled, their photos in the event): cars of one
-shape, where an unenrolled car can cluster with an enrolled one. Khoa is not run: it has one reference per
-vehicle, and adapt refuses to switch models it cannot check.
+shape, where an unenrolled car can cluster with an enrolled one. Khoa is
+not run: it has one reference per vehicle, and adapt refuses to switch
+models it cannot check.
 """
 
 from __future__ import annotations
