@@ -119,13 +119,13 @@ class Adaptation:
         spec = self._save(library, module, current.spec, base_name, recipe, len(crops), photos, before)
         settings = self.engine.settings
         adapted = Embedder(spec, OrtSession(library.models_dir / spec.file, settings.intra_op_threads, settings.spin_wait))
-        vectors = adapted(regions)
-        after = reference_check(vectors, cars, policy)
+        references_after = adapted(regions)
+        after = reference_check(references_after, cars, policy)
         context.progress(1, 1, "check the event's unenrolled cars")
         event_before = current(event)
         clusters = training.pseudo_labels(event_before, references_before, cars, recipe, widest=False)[0]
         unknowns = unknown_check(clusters, matched(event_before, references_before, cars, policy),
-                                 matched(adapted(event), vectors, cars, policy))
+                                 matched(adapted(event), references_after, cars, policy))
         assert spec.training is not None
         spec = msgspec.structs.replace(spec, training=msgspec.structs.replace(
             spec.training, validation={**spec.training.validation, **_figures("after", after)}))
@@ -135,9 +135,9 @@ class Adaptation:
         better = _better(after, before)
         switched, reason = _switch(better, unknowns, params, unreadable=len(references) - len(readable))
         if switched:
-            library.store.add_embeddings(adapted.key, [(r.id, v) for (r, _), v in zip(readable, vectors)])
+            library.store.add_embeddings(adapted.key, [(r.id, v) for (r, _), v in zip(readable, references_after)])
             self.engine.use_adapted(spec)
-        if not switched:
+        else:
             (library.models_dir / spec.file).unlink()
         last = rounds[-1]
         return AdaptResult(
