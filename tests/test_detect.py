@@ -83,10 +83,13 @@ def test_a_loose_box_around_a_clearly_better_one_is_dropped() -> None:
 
 class FakeSession:
     """Outputs with one confident cell: a car centred in the stride-16 grid
-    for the COCO head; the vehicle head scores that cell `vehicle_score`."""
+    for the COCO head; the vehicle head scores that cell `vehicle_score`, and
+    `other_cell` a hair less."""
 
-    def __init__(self, class_id: int, cell: int, distances: tuple[int, int, int, int], vehicle_score: float = 0.0) -> None:
+    def __init__(self, class_id: int, cell: int, distances: tuple[int, int, int, int], vehicle_score: float = 0.0,
+                 other_cell: int | None = None) -> None:
         self.class_id, self.cell, self.distances, self.vehicle_score = class_id, cell, distances, vehicle_score
+        self.other_cell = other_cell
         self.inputs: list[np.ndarray] = []
 
     def run(self, outputs: list[str], inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -99,6 +102,8 @@ class FakeSession:
                 scores = np.full((1, cells, 1), 0.01, np.float32)
                 if stride == 16:
                     scores[0, self.cell, 0] = self.vehicle_score
+                    if self.other_cell is not None:
+                        scores[0, self.other_cell, 0] = self.vehicle_score - 0.01
                 result.append(scores)
             elif name.startswith("vehicle_boxes"):
                 result.append(one_hot_distribution(cells, (1, 1, 1, 1))[None])
@@ -140,18 +145,48 @@ def test_class_filter_uses_detector_names() -> None:
 def test_the_first_head_that_finds_a_vehicle_answers() -> None:
     cell = 13 * 26 + 13
     image = np.zeros((416, 416, 3), np.uint8)
-    confident = NanoDetDetector(TWO_HEADS, FakeSession(2, cell, (2, 3, 4, 5), vehicle_score=0.9))  # type: ignore[arg-type]
+    # The shipped detector's COCO head names no vehicles (bench.detection: as a fallback it boxed more track than
+    # cars); a detector whose second head does falls back on it.
+    coco_vehicles = structs.replace(TWO_HEADS.heads[1], vehicle_classes=["car", "truck"])
+    spec = structs.replace(TWO_HEADS, heads=[TWO_HEADS.heads[0], coco_vehicles])
+    confident = NanoDetDetector(spec, FakeSession(2, cell, (2, 3, 4, 5), vehicle_score=0.9))  # type: ignore[arg-type]
     assert confident.labels[:2] == ["vehicle", "person"]
     found = confident(image, None, confident.vehicle_class_ids)
     assert [confident.labels[i] for i in found.class_ids] == ["vehicle"]
     np.testing.assert_allclose(found.boxes, [[200.0, 200.0, 232.0, 232.0]], atol=0.1)  # the vehicle head's box
     # The vehicle head finds nothing: COCO's vehicle classes answer, with their own box and label.
-    fallback = NanoDetDetector(TWO_HEADS, FakeSession(2, cell, (2, 3, 4, 5), vehicle_score=0.1))  # type: ignore[arg-type]
+    fallback = NanoDetDetector(spec, FakeSession(2, cell, (2, 3, 4, 5), vehicle_score=0.1))  # type: ignore[arg-type]
     found = fallback(image, None, fallback.vehicle_class_ids)
     assert [fallback.labels[i] for i in found.class_ids] == ["car"]
     np.testing.assert_allclose(found.boxes, [[184.0, 168.0, 280.0, 296.0]], atol=0.1)
     # Asking for one head's classes only never falls back on the other.
     assert len(fallback(image, None, fallback.class_ids(["vehicle"]))) == 0
+    # The shipped detector does not fall back: the COCO head answers only when asked for its classes by name.
+    shipped = NanoDetDetector(TWO_HEADS, FakeSession(2, cell, (2, 3, 4, 5), vehicle_score=0.1))  # type: ignore[arg-type]
+    assert len(shipped(image, None, shipped.vehicle_class_ids)) == 0
+    assert [shipped.labels[i] for i in shipped(image, None, shipped.class_ids(["car"])).class_ids] == ["car"]
+
+
+def test_a_head_finding_nothing_sure_reports_its_best_box_from_its_lone_score_alone() -> None:
+    cell, far_cell = 13 * 26 + 13, 3 * 26 + 3
+    image = np.zeros((416, 416, 3), np.uint8)
+    lone_score, min_score = TWO_HEADS.heads[0].lone_score, TWO_HEADS.heads[0].min_score
+    assert lone_score is not None and lone_score < min_score
+    between = (lone_score + min_score) / 2
+    # Two boxes between the head's lone score and its min_score, apart: the better one alone.
+    unsure = NanoDetDetector(TWO_HEADS, FakeSession(2, cell, (2, 3, 4, 5), between, far_cell))  # type: ignore[arg-type]
+    found = unsure(image, None, unsure.vehicle_class_ids)
+    np.testing.assert_allclose(found.scores, [between], atol=1e-6)
+    np.testing.assert_allclose(found.boxes, [[200.0, 200.0, 232.0, 232.0]], atol=0.1)
+    # Not for a score the caller gives, nor where the caller (tiles) says no.
+    assert len(unsure(image, between + 0.001, unsure.vehicle_class_ids)) == 0
+    assert len(unsure(image, None, unsure.vehicle_class_ids, lone=False)) == 0
+    # Below the lone score: nothing.
+    faint = NanoDetDetector(TWO_HEADS, FakeSession(2, cell, (2, 3, 4, 5), lone_score - 0.02))  # type: ignore[arg-type]
+    assert len(faint(image, None, faint.vehicle_class_ids)) == 0
+    # A sure box and an unsure one: the sure one only, as without a lone score.
+    sure = NanoDetDetector(TWO_HEADS, FakeSession(2, cell, (2, 3, 4, 5), min_score + 0.005, far_cell))  # type: ignore[arg-type]
+    np.testing.assert_allclose(sure(image, None, sure.vehicle_class_ids).scores, [min_score + 0.005], atol=1e-6)
 
 
 YOLO_SPEC = msgspec.convert({
@@ -204,10 +239,16 @@ class BlobDetector:
     """Boxes the white blobs of whatever image it is given, as a detector with a
     200 px wide input would: blobs under 10 px wide at that size are not seen."""
 
+    def __init__(self) -> None:
+        self.lone: list[bool] = []
+        """Per call, whether a lone box was allowed."""
+
     def first_head_ids(self, class_ids: list[int]) -> list[int]:
         return class_ids
 
-    def __call__(self, image: np.ndarray, min_score: float | None, class_ids: list[int]) -> Detections:
+    def __call__(self, image: np.ndarray, min_score: float | None, class_ids: list[int], lone: bool = True
+                 ) -> Detections:
+        self.lone.append(lone)
         count, _, stats, _ = cv2.connectedComponentsWithStats((image[:, :, 0] > 128).astype(np.uint8))
         seen = [s for s in stats[1:count] if s[2] * 200 / image.shape[1] >= 10]
         boxes = np.array([[x, y, x + w, y + h] for x, y, w, h, _ in seen], np.float32).reshape(-1, 4)
@@ -228,7 +269,9 @@ def test_tiles_add_the_small_cars_the_whole_photo_misses_once_each() -> None:
     detector = BlobDetector()
     alone = detect_tiled(detector, image, None, [0], 1)  # type: ignore[arg-type]
     assert alone.boxes.tolist() == [[20, 60, 170, 120]]
+    detector.lone.clear()
     tiled = detect_tiled(detector, image, None, [0], 2)  # type: ignore[arg-type]
+    assert detector.lone == [True, False, False, False, False]  # the photo may have a lone box; its 4 tiles not
     # The far car is added once, in photo pixels; the near car, wider than a quarter of the photo, is not boxed again.
     assert sorted(tiled.boxes.tolist()) == [[20, 60, 170, 120], [192, 90, 208, 100]]
     # A photo too small for tiles of any use is searched whole: the 2 px car its tiles would show is not looked for.

@@ -220,7 +220,7 @@ export interface DetectParams {
   progress?: boolean;
   image: ImageRef;
   /**
-   * Lowest detector score reported; default: the detector's calibrated one.
+   * Lowest detector score reported; default: the detector's calibrated one, and where nothing reaches it, the best box from the detector's lower lone score, alone.
    */
   min_score?: number | null;
   /**
@@ -548,7 +548,7 @@ export interface IdentifyParams {
    */
   margin?: number | null;
   /**
-   * Lowest detector score considered; default: the detector's calibrated one.
+   * Lowest detector score considered; default: the detector's calibrated one, and where nothing reaches it, the best box from the detector's lower lone score, alone.
    */
   min_score?: number | null;
   /**
@@ -725,7 +725,7 @@ export interface TagParams {
    */
   margin?: number | null;
   /**
-   * Lowest detector score considered; default: the detector's calibrated one.
+   * Lowest detector score considered; default: the detector's calibrated one, and where nothing reaches it, the best box from the detector's lower lone score, alone.
    */
   min_score?: number | null;
   /**

@@ -88,10 +88,19 @@ class DetectorHead(Struct, frozen=True, forbid_unknown_fields=True):
     logits), in `strides` order; yolo: the same one output."""
     classes: list[str]
     vehicle_classes: list[str]
-    """Classes reported by default: the head's names for vehicles."""
+    """Classes reported by default: the head's names for vehicles. None: the
+    head answers only when asked for its classes by name (the project's
+    detector keeps the COCO head so, bench.decoding says why)."""
     min_score: float = 0.3
     """Lowest score reported by default: each head scores on its own scale
     (`python -m bench.detection` prints recall and false boxes per threshold)."""
+    lone_score: float | None = None
+    """Where the head finds nothing at `min_score`, its best box from this
+    score is reported alone: a photo taken at a race mostly shows a car, and
+    the head's best box just under its threshold is mostly that car. One box,
+    so a photo of the pits or the crowd gets at most one false box; at the
+    default scores only, and never in tiles (`python -m bench.detection`
+    measures it on photos with a car and without). None: no such box."""
     drop_nested: float | None = None
     """Of two boxes of the head one of which lies this share or more inside
     the other, keep the better-scoring one (detect.drop_nested): the pieces

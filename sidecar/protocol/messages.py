@@ -169,7 +169,7 @@ Tiles = Annotated[int, Meta(ge=1, le=3, description=(
 
 class DetectParams(RequestParams, kw_only=True):
     image: ImageRef
-    min_score: Annotated[Score | None, Meta(description="Lowest detector score reported; default: the detector's calibrated one.")] = None
+    min_score: Annotated[Score | None, Meta(description="Lowest detector score reported; default: the detector's calibrated one, and where nothing reaches it, the best box from the detector's lower lone score, alone.")] = None
     tiles: Tiles = 1
     classes: Annotated[
         list[str] | None,
@@ -396,7 +396,7 @@ class MatchOptions(RequestParams, kw_only=True):
                     "livery's words are read too on vehicles whose appearance ties cars (`evidence.words`).")] = True
     threshold: Annotated[float | None, Meta(description="Lowest similarity for a match; default: the calibrated one.")] = None
     margin: Annotated[float | None, Meta(description="Lead over the runner-up a match needs; default: the calibrated one.")] = None
-    min_score: Annotated[Score | None, Meta(description="Lowest detector score considered; default: the detector's calibrated one.")] = None
+    min_score: Annotated[Score | None, Meta(description="Lowest detector score considered; default: the detector's calibrated one, and where nothing reaches it, the best box from the detector's lower lone score, alone.")] = None
     tiles: Tiles = 1
 
 

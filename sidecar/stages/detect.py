@@ -169,16 +169,24 @@ class Detector(ABC):
             raise KeyError(unknown)
         return [self.labels.index(n) for n in names]
 
-    def __call__(self, image: np.ndarray, min_score: float | None, class_ids: list[int]) -> Detections:
-        """Detections of `class_ids` scoring at least `min_score` (None: each head's calibrated score)."""
+    def __call__(self, image: np.ndarray, min_score: float | None, class_ids: list[int], lone: bool = True
+                 ) -> Detections:
+        """Detections of `class_ids` scoring at least `min_score` (None: each head's calibrated score,
+        and, where `lone`, its best box alone from the head's `lone_score` when nothing reaches it)."""
         height, width = image.shape[:2]
         fitted, placement = letterbox(image, self.spec.input.width, self.spec.input.height)
         outputs = self._session.run(self._output_names(), {self.spec.input.name: to_tensor([fitted], self.spec.input)})
         for index, first, mine in self._per_head(class_ids):
             head = self.spec.heads[index]
-            boxes, scores, labels = self._decode(outputs, index, mine, head.min_score if min_score is None else min_score)
+            floor = head.min_score if min_score is None else min_score
+            lone_score = head.lone_score if min_score is None and lone else None
+            lowest = floor if lone_score is None else min(floor, lone_score)
+            boxes, scores, labels = self._decode(outputs, index, mine, lowest)
             # Suppressed in the model's input space, then clipped to the image, as YOLO and NanoDet do.
             keep = self._suppress(boxes, scores, labels, head.drop_nested)
+            # Suppression keeps a box only for better ones, so the boxes from `floor` are what it keeps at `floor`.
+            sure = keep[scores[keep] >= floor]
+            keep = sure if len(sure) else keep[:1]
             found = placement.to_image(boxes[keep], width, height).astype(np.float32)
             visible = (found[:, 2] > found[:, 0]) & (found[:, 3] > found[:, 1])
             if visible.any():
@@ -290,7 +298,8 @@ def detect_tiled(detector: Detector, image: np.ndarray, min_score: float | None,
     overlapping tiles, each seen by the detector at its full input size (a car a
     twentieth of a photo's width is 20 px at 416). Grid 1: the photo alone.
     Tiles are searched by the first head only: a generic fallback head boxes
-    loosely or elsewhere in a tile as it does in the photo."""
+    loosely or elsewhere in a tile as it does in the photo; and without a lone
+    box (DetectorHead.lone_score): most tiles hold no car."""
     found = detector(image, min_score, class_ids)
     height, width = image.shape[:2]
     if grid <= 1 or min(width, height) < grid * TILE_MIN_SIDE:
@@ -300,7 +309,7 @@ def detect_tiled(detector: Detector, image: np.ndarray, min_score: float | None,
         return found
     boxes, scores, labels = [], [], []
     for x1, y1, x2, y2 in tile_bounds(width, height, grid):
-        part = detector(image[y1:y2, x1:x2], min_score, tile_ids)
+        part = detector(image[y1:y2, x1:x2], min_score, tile_ids, lone=False)
         placed = part.boxes + np.array([x1, y1, x1, y1], np.float32)
         cut = (((placed[:, 0] <= x1 + TILE_EDGE_PX) & (x1 > 0)) | ((placed[:, 2] >= x2 - TILE_EDGE_PX) & (x2 < width))
                | ((placed[:, 1] <= y1 + TILE_EDGE_PX) & (y1 > 0)) | ((placed[:, 3] >= y2 - TILE_EDGE_PX) & (y2 < height)))
