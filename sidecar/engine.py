@@ -7,6 +7,7 @@ need it answer -32004) while everything else keeps working.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from dataclasses import dataclass
@@ -232,14 +233,18 @@ class Engine:
         settings that change what they find or decide: whether numbers were read
         on unsure vehicles only, a detector score other than the calibrated one,
         tiles, a match threshold or margin other than the embedder's. Tagging
-        again with any of them changed is not a repeat."""
+        again with any of them changed is not a repeat; nor with the detector's
+        heads changed (which classes it reports, its scores and rules), which
+        change what the same file finds."""
         detector = self.detector()
         models = [(detector.spec.name, detector.spec), (embedder.key, embedder.spec)]
         if read_numbers:
             reader = self.number_reader()
             models += [(reader.detector.spec.name, reader.detector.spec), (reader.reader.spec.name, reader.reader.spec)]
         key = "+".join(f"{name}@{spec.sha256[:12]}" for name, spec in models)
-        settings = ["numbers-if-unsure"] if read_numbers == "unsure" else []
+        heads = hashlib.sha256(msgspec.json.encode(detector.spec.heads)).hexdigest()[:8]
+        settings = [f"heads{heads}"]
+        settings += ["numbers-if-unsure"] if read_numbers == "unsure" else []
         settings += [] if min_score is None else [f"min-score{min_score:g}"]
         settings += [] if tiles == 1 else [f"tiles{tiles}"]
         settings += [] if threshold in (None, embedder.spec.match_threshold) else [f"threshold{threshold:g}"]

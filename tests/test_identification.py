@@ -8,13 +8,16 @@ import shutil
 import signal
 import sqlite3
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
+from msgspec import structs
 
 from bench.datasets import epfl_frames
 from sidecar.config import Settings
+from sidecar.engine import Engine
 from sidecar.inference.manifest import load_manifest
 from sidecar.library.library import Library
 from tests.conftest import FIXTURES
@@ -126,6 +129,21 @@ def test_enroll_identify_tag_review_and_export(tmp_path: Path, dev_data: Path) -
         assert strict["ambiguous"] + strict["unknown"] == found
     finally:
         process.kill()
+
+
+def test_tagging_again_after_the_detectors_heads_changed_is_not_a_repeat(engine: Engine,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same detector file decoded by other rules (here without its lone box) finds other vehicles."""
+    embedder = engine.embedder()
+    shipped = engine.detector().spec
+    before = engine.models_key(False, embedder)
+    without_lone = structs.replace(shipped, heads=[structs.replace(shipped.heads[0], lone_score=None),
+                                                   *shipped.heads[1:]])
+    other = Engine(engine.settings)
+    monkeypatch.setattr(other, "detector", lambda: SimpleNamespace(spec=without_lone))
+    assert other.models_key(False, embedder) != before
+    monkeypatch.setattr(other, "detector", lambda: SimpleNamespace(spec=shipped))
+    assert other.models_key(False, embedder) == before
 
 
 def test_enrolling_a_car_that_looks_like_an_enrolled_one_names_it(tmp_path: Path, dev_data: Path) -> None:
