@@ -9,7 +9,9 @@ is known, or null for a car that was never enrolled:
      "queries":    [{"car": "07" | null, "image": "b.jpg", "box": [...] | null}, ...]}
 
 A missing box means the dominant detected vehicle (the whole image when none
-is found), as `enroll` does. Similarities are exact (brute force), which the
+is found), as `enroll` does. Where every sample of a photo carries a box,
+the photo also measures the detector as `identify` and `tag` run it
+(`detection_report`): the labelled vehicles it boxes, and its other boxes. Similarities are exact (brute force), which the
 HNSW index matches at these sizes. Read with the livery's words (`prepare`'s
 `words`, the CLI's default), identify's scoring breaks appearance's ties with
 them as identify does when it reads text (`sidecar/stages/words.py`).
@@ -29,7 +31,8 @@ import numpy as np
 from sidecar.engine import Engine
 from sidecar.identification import reference_box
 from sidecar.protocol.messages import ImageRef
-from sidecar.stages.decode import load_image
+from sidecar.stages.decode import decode_image, load_image
+from sidecar.stages.detect import box_iou
 from sidecar.stages.embed import crop
 from sidecar.stages.match import CarScore, MatchPolicy, Verdict, decide, unit_mean
 from sidecar.stages.words import break_tie
@@ -335,6 +338,67 @@ def prepare(engine: Engine, manifest_path: Path, words: bool = False) -> Prepare
     return Prepared(name=manifest.name, references=references, reference_cars=[r.car or "" for r in manifest.references],
                     queries=queries, truths=[q.car for q in manifest.queries], reference_words=reference_words,
                     query_words=query_words)
+
+
+DETECTION_IOU = 0.5
+"""A reported box this close to a labelled vehicle's finds it (IoU), as detection benchmarks count."""
+
+
+@dataclass(frozen=True)
+class DetectionReport:
+    """The detector at each head's default score, as identify and tag run it, on a manifest's boxed photos."""
+
+    name: str
+    photos: int
+    vehicles: int
+    """Labelled vehicles in those photos (one per distinct box)."""
+    found: int
+    """Labelled vehicles a reported box finds (DETECTION_IOU)."""
+    every: int
+    """Photos with every labelled vehicle found."""
+    other: int
+    """Reported boxes beyond one per vehicle found: false where the labels box every vehicle of a photo, not
+    where a background holds vehicles nobody labelled."""
+
+
+def detection_report(engine: Engine, manifest_path: Path, seen: dict[Path, np.ndarray]) -> DetectionReport | None:
+    """The photos of a manifest whose every sample carries a box, run through the detector as `identify` does
+    (decoded as for reading numbers, each head's default score); None when there are none. `seen`: the boxes
+    already reported per photo, shared across manifests that list the same photos."""
+    manifest = msgspec.json.decode(manifest_path.read_bytes(), type=EvalManifest)
+    labelled: dict[str, set[tuple[float, ...]]] = {}
+    unlabelled = set()
+    for sample in manifest.references + manifest.queries:
+        if sample.box is None:
+            unlabelled.add(sample.image)
+        else:
+            labelled.setdefault(sample.image, set()).add(tuple(sample.box))
+    photos = {image: boxes for image, boxes in labelled.items() if image not in unlabelled}
+    if not photos:
+        return None
+    found = every = other = 0
+    for image, boxes in photos.items():
+        path = manifest_path.parent / image
+        if path not in seen:
+            decoded = decode_image(ImageRef(path=str(path)), engine.limits, engine.settings.decode_side)
+            reported = engine.detector()(decoded.pixels, None, engine.vehicle_classes(None)).boxes
+            seen[path] = reported * decoded.scale
+        reported = seen[path]
+        hits = (box_iou(np.asarray(sorted(boxes), np.float32), reported) >= DETECTION_IOU).any(axis=1)
+        found, every = found + int(hits.sum()), every + bool(hits.all())
+        other += len(reported) - int(hits.sum())
+    return DetectionReport(manifest.name, len(photos), sum(len(b) for b in photos.values()), found, every, other)
+
+
+def detection_table(reports: list[DetectionReport]) -> str:
+    lines = [
+        "| set | photos | labelled vehicles | found (IoU 0.5) | photos with every vehicle found | other boxes / photo |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in reports:
+        lines.append(f"| {r.name} | {r.photos} | {r.vehicles} | {r.found / r.vehicles:.1%} | {r.every / r.photos:.1%} "
+                     f"| {r.other / r.photos:.3f} |")
+    return "\n".join(lines)
 
 
 def sweep(prepared: Prepared, margin: float) -> str:

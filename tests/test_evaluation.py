@@ -11,10 +11,12 @@ from sidecar.engine import Engine
 from sidecar.evaluation import (
     IDENTIFY_SCORING,
     CarSimilarities,
+    DetectionReport,
     Prepared,
     TieWords,
     average_precision,
     car_similarities,
+    detection_report,
     evaluate,
     false_matches_line,
     prepare,
@@ -108,6 +110,35 @@ def test_eval_on_real_crops_ranks_neighbouring_views_first(engine: Engine, dev_d
     reports = prepare(engine, path).reports(MatchPolicy(0.875, 0.03, 5))
     assert [r.aggregate for r in reports] == [IDENTIFY_SCORING, "max", "mean"]
     assert reports[0].rank1 == 1.0 and reports[0].known_queries == 3 and reports[0].unknown_queries == 1
+
+
+def test_eval_measures_the_detector_on_photos_whose_every_vehicle_is_boxed(engine: Engine, dev_data: Path,
+                                                                          tmp_path: Path) -> None:
+    frames = {(f.car, f.frame): f for f in epfl_frames()}
+    shown = [frames[(car, 2)] for car in (6, 7, 8)]  # cars the detector never trains on
+    wrongly_boxed = frames[(9, 2)]
+    manifest = {
+        "name": "epfl-detection",
+        "references": [{"image": str(f.path), "car": str(f.car), "box": list(f.box)} for f in shown],
+        "queries": [
+            {"image": str(shown[0].path), "car": "6", "box": None},  # a vehicle of that photo unboxed: left out
+            {"image": str(wrongly_boxed.path), "car": "9", "box": [0.0, 0.0, 20.0, 20.0]},  # the car is elsewhere
+        ],
+    }
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(manifest))
+    seen: dict[Path, np.ndarray] = {}
+    report = detection_report(engine, path, seen)
+    assert report is not None
+    assert (report.photos, report.vehicles, report.found, report.every) == (3, 3, 2, 2)
+    assert report.other >= 1  # car 9's own box, off the wrong label
+    assert set(seen) == {shown[1].path, shown[2].path, wrongly_boxed.path}
+    # The boxes of a photo are found once per run, whichever manifests list it.
+    emptied = {photo: np.empty((0, 4), np.float32) for photo in seen}
+    assert detection_report(engine, path, emptied) == DetectionReport("epfl-detection", 3, 3, 0, 0, 0)
+    unboxed = tmp_path / "unboxed.json"
+    unboxed.write_text(json.dumps({**manifest, "references": [], "queries": manifest["queries"][:1]}))
+    assert detection_report(engine, unboxed, {}) is None
 
 
 def test_k_reciprocal_neighbourhoods_separate_two_clusters() -> None:
