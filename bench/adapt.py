@@ -87,7 +87,8 @@ def main() -> None:
             after = figures(engine, measured_paths)
             engine.close()
         print(f"\n## {manifest.name}: adapted on {result.photos} unlabelled photos ({result.crops} vehicle crops, "
-              f"last round: radius {result.radius:.2f}, {result.clusters} clusters holding {result.clustered}) in {seconds:.0f} s")
+              f"last round: radius {result.radius:.2f}, {result.clusters} clusters holding {result.clustered}) in {seconds:.0f} s ("
+              + ", ".join(f"{stage} {spent:.0f} s" for stage, spent in result.stage_seconds.items()) + ")")
         for name, check in (("before", result.before), ("after", result.after)):
             print(f"- reference check {name}: rank-1 {check.rank1:.1%}, true match {check.true_match:.1%}, "
                   f"false match {check.false_match:.1%} ({check.references} references)")

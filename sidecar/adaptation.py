@@ -50,6 +50,7 @@ from sidecar.protocol.messages import UnknownCheck as UnknownCheckMessage
 from sidecar.stages import colour
 from sidecar.stages.decode import decode_photo, read_file
 from sidecar.stages.embed import Embedder, Region, crop
+from sidecar.stopwatch import Stopwatch
 
 if TYPE_CHECKING:  # torch is imported only when adapt runs
     from sidecar.training.adapt import AdaptRecipe
@@ -80,57 +81,62 @@ class Adaptation:
         base_name = current.spec.adapted_from or current.spec.name
         policy = match_policy(current, None, None, 5)
 
-        references = library.store.references()
-        # Each reference's region, checked as matching sees it (the embedder averages boxes) and trained on as
-        # a crop; only the region is kept of each photo: a library of 24 MP photos would not fit in memory whole.
-        readable: list[tuple[ReferenceRow, Region]] = []
-        for reference in references:
-            photo = self.engine.reference_image(reference.source)
-            if photo is not None:
-                readable.append((reference, current.kept_region(photo, reference.box)))
-        cars = [r.car_id for r, _ in readable]
-        if not any(cars.count(c) > 1 for c in cars):
-            raise InvalidParams("adapt checks the new model on the enrolled references: enroll two or more "
-                                "references of at least one car first", {"field": "library"})
-        regions = [region for _, region in readable]
-        checked = [crop(*region) for region in regions]
-        references_before = current(regions)
-        before = reference_check(references_before, cars, policy)
+        watch = Stopwatch()
+        with watch.stage("references"):
+            references = library.store.references()
+            # Each reference's region, checked as matching sees it (the embedder averages boxes) and trained on as
+            # a crop; only the region is kept of each photo: a library of 24 MP photos would not fit in memory whole.
+            readable: list[tuple[ReferenceRow, Region]] = []
+            for reference in references:
+                photo = self.engine.reference_image(reference.source)
+                if photo is not None:
+                    readable.append((reference, current.kept_region(photo, reference.box)))
+            cars = [r.car_id for r, _ in readable]
+            if not any(cars.count(c) > 1 for c in cars):
+                raise InvalidParams("adapt checks the new model on the enrolled references: enroll two or more "
+                                    "references of at least one car first", {"field": "library"})
+            regions = [region for _, region in readable]
+            checked = [crop(*region) for region in regions]
+            references_before = current(regions)
+            before = reference_check(references_before, cars, policy)
 
-        event, photos, failed = self._event_regions(params, context)
-        crops = [crop(*region) for region in event]
+        with watch.stage("event"):
+            event, photos, failed = self._event_regions(params, context)
+            crops = [crop(*region) for region in event]
         if len(crops) < 2 * training.AdaptRecipe().min_samples:
             raise InvalidParams(f"{len(crops)} vehicles found in {photos} photos: too few to learn from",
                                 {"field": "params.images"})
         recipe = training.AdaptRecipe(rounds=params.rounds, iterations=params.iterations)
-        started = time.monotonic()
-        module = load(self.engine.model_file(current.spec.name))
-        crop_colours = np.stack([colour.colour_histogram(c) for c in crops])
-        reference_colours = np.stack([colour.colour_histogram(c) for c in checked])
+        with watch.stage("train"):
+            module = load(self.engine.model_file(current.spec.name))
+            crop_colours = np.stack([colour.colour_histogram(c) for c in crops])
+            reference_colours = np.stack([colour.colour_histogram(c) for c in checked])
 
-        def appearance(embeddings: np.ndarray, of_references: bool) -> np.ndarray:
-            """What matching compares: the embedding fused with the crops' colours, as the embed stage does."""
-            weight = current.spec.colour_weight
-            colours = reference_colours if of_references else crop_colours
-            return colour.fuse(embeddings, colours, weight) if weight else embeddings
+            def appearance(embeddings: np.ndarray, of_references: bool) -> np.ndarray:
+                """What matching compares: the embedding fused with the crops' colours, as the embed stage does."""
+                weight = current.spec.colour_weight
+                colours = reference_colours if of_references else crop_colours
+                return colour.fuse(embeddings, colours, weight) if weight else embeddings
 
-        rounds = training.adapt(module, crops, checked, cars, current.spec.input, recipe, appearance,
-                                lambda done, total, stage: context.progress(done, total, f"train: {stage}"))
-        spec = self._save(library, module, current.spec, base_name, recipe, len(crops), photos, before)
-        settings = self.engine.settings
-        adapted = Embedder(spec, OrtSession(library.models_dir / spec.file, settings.intra_op_threads, settings.spin_wait))
-        references_after = adapted(regions)
-        after = reference_check(references_after, cars, policy)
-        context.progress(1, 1, "check the event's unenrolled cars")
-        event_before = current(event)
-        clusters = training.pseudo_labels(event_before, references_before, cars, recipe, widest=False)[0]
-        unknowns = unknown_check(clusters, matched(event_before, references_before, cars, policy),
-                                 matched(adapted(event), references_after, cars, policy))
+            rounds = training.adapt(module, crops, checked, cars, current.spec.input, recipe, appearance,
+                                    lambda done, total, stage: context.progress(done, total, f"train: {stage}"))
+            spec = self._save(library, module, current.spec, base_name, recipe, len(crops), photos, before)
+        with watch.stage("check"):
+            settings = self.engine.settings
+            adapted = Embedder(spec, OrtSession(library.models_dir / spec.file, settings.intra_op_threads,
+                                                settings.spin_wait))
+            references_after = adapted(regions)
+            after = reference_check(references_after, cars, policy)
+            context.progress(1, 1, "check the event's unenrolled cars")
+            event_before = current(event)
+            clusters = training.pseudo_labels(event_before, references_before, cars, recipe, widest=False)[0]
+            unknowns = unknown_check(clusters, matched(event_before, references_before, cars, policy),
+                                     matched(adapted(event), references_after, cars, policy))
         assert spec.training is not None
         spec = msgspec.structs.replace(spec, training=msgspec.structs.replace(
             spec.training, validation={**spec.training.validation, **_figures("after", after)}))
-        log.info("adapted %s in %.0f s: before %s, after %s, %s", base_name, time.monotonic() - started, before, after,
-                 unknowns)
+        log.info("adapted %s: before %s, after %s, %s; seconds %s", base_name, before, after, unknowns,
+                 watch.rounded())
 
         better = _better(after, before)
         switched, reason = _switch(better, unknowns, params, unreadable=len(references) - len(readable))
@@ -144,7 +150,7 @@ class Adaptation:
             model=spec.name, adapted_from=base_name, photos=photos, crops=len(crops), radius=last.radius, clusters=last.clusters,
             clustered=last.clustered, before=_message(before), after=_message(after), better=better,
             unknowns=UnknownCheckMessage(crops=unknowns.crops, matched=unknowns.matched), switched=switched,
-            reason=reason, failed=failed,
+            reason=reason, failed=failed, stage_seconds=watch.rounded(),
         )
 
     def revert(self, params: None, context: RequestContext) -> AdaptRevertResult:

@@ -307,6 +307,8 @@ def test_adapt_measures_on_the_references_and_switches_only_when_better(tmp_path
         assert 4 <= unknowns["crops"] <= result["crops"] // 2
         assert 0 <= unknowns["matched"] <= unknowns["crops"]
         assert result["switched"] == (result["better"] and unknowns["matched"] <= 0.01 * unknowns["crops"])
+        # Where the time went, stage by stage (bench.adapt prints it).
+        assert set(result["stage_seconds"]) == {"references", "event", "train", "check"}
         model_file = library / "models" / f"{result['model']}.onnx"
         assert model_file.exists() == result["switched"]
         models = process.request("initialize", {"library": str(library)}, id="again")["result"]["models"]

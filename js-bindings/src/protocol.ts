@@ -68,6 +68,12 @@ export interface AdaptResult {
   switched: boolean;
   reason: string;
   failed: TagFailure[];
+  /**
+   * Seconds per stage: references (read and embed the enrolled references), event (read the photos and find their vehicles), train (the rounds and the export), check (the new model on the references, and the event's apparently unenrolled cars under both models).
+   */
+  stage_seconds: {
+    [k: string]: number | undefined;
+  };
 }
 export interface ReferenceCheck {
   /**

@@ -625,6 +625,10 @@ class AdaptResult(Message):
     switched: bool
     reason: str
     failed: list[TagFailure]
+    stage_seconds: Annotated[dict[str, float], Meta(description=(
+        "Seconds per stage: references (read and embed the enrolled references), event (read the photos and find "
+        "their vehicles), train (the rounds and the export), check (the new model on the references, and the "
+        "event's apparently unenrolled cars under both models)."))]
 
 
 class AdaptRevertResult(Message):
