@@ -11,7 +11,8 @@ is known, or null for a car that was never enrolled:
 A missing box means the dominant detected vehicle (the whole image when none
 is found), as `enroll` does. Where every sample of a photo carries a box,
 the photo also measures the detector as `identify` and `tag` run it
-(`detection_report`): the labelled vehicles it boxes, and its other boxes. Similarities are exact (brute force), which the
+(`detection_report`): the labelled vehicles it boxes, and its other boxes.
+Similarities are exact (brute force), which the
 HNSW index matches at these sizes. Read with the livery's words (`prepare`'s
 `words`, the CLI's default), identify's scoring breaks appearance's ties with
 them as identify does when it reads text (`sidecar/stages/words.py`).

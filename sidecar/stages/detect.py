@@ -184,7 +184,7 @@ class Detector(ABC):
             boxes, scores, labels = self._decode(outputs, index, mine, lowest)
             # Suppressed in the model's input space, then clipped to the image, as YOLO and NanoDet do.
             keep = self._suppress(boxes, scores, labels, head.drop_nested)
-            # Suppression keeps a box only for better ones, so the boxes from `floor` are what it keeps at `floor`.
+            # Suppression drops a box only for a better-scoring one: those from `floor` are what it keeps at `floor`.
             sure = keep[scores[keep] >= floor]
             keep = sure if len(sure) else keep[:1]
             found = placement.to_image(boxes[keep], width, height).astype(np.float32)
