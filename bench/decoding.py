@@ -57,18 +57,19 @@ NARROWEST_SIDE = 0.3
 """Sides narrower than this share of the photo are left out: a sliver is no photo."""
 
 
+def car_free_side(image: np.ndarray, car: np.ndarray) -> np.ndarray | None:
+    """The wider side of an F1 image beside its one labelled car ((1, 4) box), None where too narrow."""
+    width = image.shape[1]
+    clear = int(CLEAR_OF_CAR * width)
+    x1, x2 = int(car[0, 0]), int(car[0, 2])
+    left, right = image[:, : max(x1 - clear, 0)], image[:, x2 + clear:]
+    side = left if left.shape[1] >= right.shape[1] else right
+    return np.ascontiguousarray(side) if side.shape[1] >= NARROWEST_SIDE * width else None
+
+
 def car_free_sides(images: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
-    """The wider side of each F1 image beside its one labelled car (`loaded`), where wide enough."""
-    sides = []
-    for image, car in images:
-        width = image.shape[1]
-        clear = int(CLEAR_OF_CAR * width)
-        x1, x2 = int(car[0, 0]), int(car[0, 2])
-        left, right = image[:, : max(x1 - clear, 0)], image[:, x2 + clear:]
-        side = left if left.shape[1] >= right.shape[1] else right
-        if side.shape[1] >= NARROWEST_SIDE * width:
-            sides.append(np.ascontiguousarray(side))
-    return sides
+    """`car_free_side` of each F1 image (`loaded`), where wide enough."""
+    return [side for image, car in images if (side := car_free_side(image, car)) is not None]
 
 
 def empty_scenes(count: int) -> list[np.ndarray]:

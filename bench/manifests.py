@@ -1,5 +1,6 @@
 """Evaluation manifests from the development data (../shared/data), for
-`liveryid eval`. Written with absolute image paths; nothing is copied.
+`liveryid eval`. Written with absolute image paths; nothing is copied
+(but for the F1 images' car-free sides, below).
 
     .venv/bin/python -m bench.manifests [OUT_DIR]     (default .cache/eval)
 
@@ -22,6 +23,10 @@
   its images queries of an unknown car: the F1 set as an open set.
   f1-draws/: f1-3ref with two other random draws of the 3 references: how
   much the F1 figures owe to which photos were drawn.
+- f1-boxed/f1-car-free: photos showing no vehicle (`empty`), for the
+  detector's false boxes: the side of each hand-boxed F1 image beside its
+  car (bench.decoding's car-free sides), the one thing cut out and written
+  (as PNG, into f1-boxed/car-free/).
 
 None of these images is trained on (bench.datasets says what is).
 """
@@ -33,9 +38,13 @@ import random
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
+
 from bench.datasets import (
     DATA_DIR, EPFL_DIR, KHOA_DIR, BoxedFrame, epfl_frames, f1_boxes, f1_images, khoa_images, read_image,
 )
+from bench.decoding import car_free_side
 
 UNKNOWN_EPFL_CARS = {8, 9, 10}  # a third of the cars: never enrolled
 
@@ -137,6 +146,20 @@ def f1(boxed: bool, open_set: bool = False, draw: int = F1_DRAW) -> dict[str, ob
     return {"name": name, "references": references, "queries": queries}
 
 
+def f1_car_free(folder: Path) -> dict[str, object]:
+    """The car-free side of each hand-boxed F1 image, written into `folder`, as a manifest of photos showing no
+    vehicle (paths relative to the manifest, which sits beside `folder`)."""
+    folder.mkdir(exist_ok=True)
+    empty = []
+    for path, box in f1_boxes():
+        side = car_free_side(read_image(path), np.asarray([box], np.float32))
+        if side is not None:
+            name = f"{path.parent.name}_{path.stem}.png"
+            cv2.imwrite(str(folder / name), side)
+            empty.append(f"{folder.name}/{name}")
+    return {"name": "f1-game car-free sides (synthetic)", "empty": empty}
+
+
 def main() -> None:
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(".cache/eval")
     if not DATA_DIR.is_dir():
@@ -156,6 +179,7 @@ def main() -> None:
     # Apart, so `liveryid eval .cache/eval/*.json` keeps its five sets.
     for folder in ("epfl-views", "f1-boxed", "f1-open", "f1-draws"):
         (out / folder).mkdir(exist_ok=True)
+    manifests["f1-boxed/f1-car-free.json"] = f1_car_free(out / "f1-boxed" / "car-free")
     for angle in range(0, 360, 45):
         manifests[f"epfl-views/epfl-1ref-{angle:03d}.json"] = epfl([float(angle)], f"epfl-1ref-{angle:03d}")
     for name, manifest in manifests.items():

@@ -379,23 +379,27 @@ def _evaluate(args: argparse.Namespace, engine: Engine) -> int:
         detection = evaluation.detection_report(engine, manifest, seen)
         if detection is not None:
             detections.append(detection)
+        samples = evaluation.read_manifest(manifest)
+        if not (samples.references and samples.queries):
+            continue  # photos for the detector only (those showing no vehicle)
         prepared = evaluation.prepare(engine, manifest, words=not args.no_words)
         reports += prepared.reports(policy, rerank=args.rerank)
         flagged, cars, rival = prepared.cars_with_look_alikes(policy.threshold)
         look_alikes.append(f"{prepared.name} {flagged} of {cars} (closest rival, median: {rival:.2f})")
         if args.sweep:
             print(evaluation.sweep(prepared, policy.margin))
-    print(evaluation.table(reports, policy))
-    print("(mean rank, max match: identify's decision, " + (
-        "on appearance alone)" if args.no_words else "its ties broken by the livery's words as identify breaks them)"))
-    identify_reports = [r for r in reports if r.aggregate == evaluation.IDENTIFY_SCORING]
-    for line in (evaluation.rank1_misses_line(identify_reports), evaluation.false_matches_line(identify_reports)):
-        if line:
-            print(f"\n{line}")
-    print(f"\nenrolled cars with a look-alike (another car's mean reference {policy.threshold:g} alike or more, "
-          f"as enroll reports): {'; '.join(look_alikes)}")
+    if reports:
+        print(evaluation.table(reports, policy))
+        print("(mean rank, max match: identify's decision, " + (
+            "on appearance alone)" if args.no_words else "its ties broken by the livery's words as identify breaks them)"))
+        identify_reports = [r for r in reports if r.aggregate == evaluation.IDENTIFY_SCORING]
+        for line in (evaluation.rank1_misses_line(identify_reports), evaluation.false_matches_line(identify_reports)):
+            if line:
+                print(f"\n{line}")
+        print(f"\nenrolled cars with a look-alike (another car's mean reference {policy.threshold:g} alike or more, "
+              f"as enroll reports): {'; '.join(look_alikes)}")
     if detections:
-        print("\ndetection on the sets' photos whose every vehicle carries a box, at the default scores, as identify "
-              "and tag run it (other boxes are false where the labels box every vehicle of a photo):")
+        print("\ndetection on the sets' photos whose every vehicle carries a box and those showing none, at the default "
+              "scores, as identify and tag run it (other boxes are false where the labels box every vehicle of a photo):")
         print(evaluation.detection_table(detections))
     return 0

@@ -8,10 +8,13 @@ is known, or null for a car that was never enrolled:
      "references": [{"car": "07", "image": "a.jpg", "box": [x1, y1, x2, y2]}, ...],
      "queries":    [{"car": "07" | null, "image": "b.jpg", "box": [...] | null}, ...]}
 
+    {..., "empty": ["pits.jpg", ...]}   (optional: photos showing no vehicle)
+
 A missing box means the dominant detected vehicle (the whole image when none
 is found), as `enroll` does. Where every sample of a photo carries a box,
 the photo also measures the detector as `identify` and `tag` run it
-(`detection_report`): the labelled vehicles it boxes, and its other boxes.
+(`detection_report`): the labelled vehicles it boxes, and its other boxes;
+so do the photos showing no vehicle, where every box is false.
 Similarities are exact (brute force), which the
 HNSW index matches at these sizes. Read with the livery's words (`prepare`'s
 `words`, the CLI's default), identify's scoring breaks appearance's ties with
@@ -55,8 +58,14 @@ class Sample(msgspec.Struct, frozen=True):
 
 class EvalManifest(msgspec.Struct, frozen=True):
     name: str
-    references: list[Sample]
-    queries: list[Sample]
+    references: list[Sample] = []
+    queries: list[Sample] = []
+    empty: list[str] = []
+    """Photos showing no vehicle (the pits, the crowd, the podium): every box the detector reports there is false."""
+
+
+def read_manifest(path: Path) -> EvalManifest:
+    return msgspec.json.decode(path.read_bytes(), type=EvalManifest)
 
 
 @dataclass(frozen=True)
@@ -332,7 +341,7 @@ class Prepared:
 
 def prepare(engine: Engine, manifest_path: Path, words: bool = False) -> Prepared:
     """A manifest's vectors and, when `words`, the livery's words on every crop."""
-    manifest = msgspec.json.decode(manifest_path.read_bytes(), type=EvalManifest)
+    manifest = read_manifest(manifest_path)
     base = manifest_path.parent
     references, reference_words = embed_samples(engine, manifest.references, base, words)
     queries, query_words = embed_samples(engine, manifest.queries, base, words)
@@ -360,13 +369,24 @@ class DetectionReport:
     other: int
     """Reported boxes beyond one per vehicle found: false where the labels box every vehicle of a photo, not
     where a background holds vehicles nobody labelled."""
+    empty_photos: int
+    empty_boxes: int
+    """Boxes reported on the photos showing no vehicle (`EvalManifest.empty`): all false."""
 
 
 def detection_report(engine: Engine, manifest_path: Path, seen: dict[Path, np.ndarray]) -> DetectionReport | None:
-    """The photos of a manifest whose every sample carries a box, run through the detector as `identify` does
-    (decoded as for reading numbers, each head's default score); None when there are none. `seen`: the boxes
-    already reported per photo, shared across manifests that list the same photos."""
-    manifest = msgspec.json.decode(manifest_path.read_bytes(), type=EvalManifest)
+    """The photos of a manifest whose every sample carries a box, and those showing no vehicle, run through the
+    detector as `identify` does (decoded as for reading numbers, each head's default score); None when there are
+    none. `seen`: the boxes already reported per photo, shared across manifests that list the same photos."""
+    manifest = read_manifest(manifest_path)
+
+    def reported(image: str) -> np.ndarray:
+        path = manifest_path.parent / image
+        if path not in seen:
+            decoded = decode_image(ImageRef(path=str(path)), engine.limits, engine.settings.decode_side)
+            seen[path] = engine.detector()(decoded.pixels, None, engine.vehicle_classes(None)).boxes * decoded.scale
+        return seen[path]
+
     labelled: dict[str, set[tuple[float, ...]]] = {}
     unlabelled = set()
     for sample in manifest.references + manifest.queries:
@@ -375,30 +395,29 @@ def detection_report(engine: Engine, manifest_path: Path, seen: dict[Path, np.nd
         else:
             labelled.setdefault(sample.image, set()).add(tuple(sample.box))
     photos = {image: boxes for image, boxes in labelled.items() if image not in unlabelled}
-    if not photos:
+    if not photos and not manifest.empty:
         return None
     found = every = other = 0
     for image, boxes in photos.items():
-        path = manifest_path.parent / image
-        if path not in seen:
-            decoded = decode_image(ImageRef(path=str(path)), engine.limits, engine.settings.decode_side)
-            reported = engine.detector()(decoded.pixels, None, engine.vehicle_classes(None)).boxes
-            seen[path] = reported * decoded.scale
-        reported = seen[path]
-        hits = (box_iou(np.asarray(sorted(boxes), np.float32), reported) >= DETECTION_IOU).any(axis=1)
+        boxed = reported(image)
+        hits = (box_iou(np.asarray(sorted(boxes), np.float32), boxed) >= DETECTION_IOU).any(axis=1)
         found, every = found + int(hits.sum()), every + bool(hits.all())
-        other += len(reported) - int(hits.sum())
-    return DetectionReport(manifest.name, len(photos), sum(len(b) for b in photos.values()), found, every, other)
+        other += len(boxed) - int(hits.sum())
+    return DetectionReport(manifest.name, len(photos), sum(len(b) for b in photos.values()), found, every, other,
+                           len(manifest.empty), sum(len(reported(image)) for image in manifest.empty))
 
 
 def detection_table(reports: list[DetectionReport]) -> str:
     lines = [
-        "| set | photos | labelled vehicles | found (IoU 0.5) | photos with every vehicle found | other boxes / photo |",
-        "|---|---|---|---|---|---|",
+        "| set | photos | labelled vehicles | found (IoU 0.5) | photos with every vehicle found | other boxes / photo "
+        "| photos without a vehicle | boxes / photo there |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in reports:
-        lines.append(f"| {r.name} | {r.photos} | {r.vehicles} | {r.found / r.vehicles:.1%} | {r.every / r.photos:.1%} "
-                     f"| {r.other / r.photos:.3f} |")
+        labelled = (f"{r.found / r.vehicles:.1%} | {r.every / r.photos:.1%} | {r.other / r.photos:.3f}" if r.photos
+                    else "- | - | -")
+        empty = f"{r.empty_boxes / r.empty_photos:.3f}" if r.empty_photos else "-"
+        lines.append(f"| {r.name} | {r.photos} | {r.vehicles} | {labelled} | {r.empty_photos} | {empty} |")
     return "\n".join(lines)
 
 

@@ -3,10 +3,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
 from bench.datasets import epfl_frames
+from sidecar.cli import main
 from sidecar.engine import Engine
 from sidecar.evaluation import (
     IDENTIFY_SCORING,
@@ -117,6 +119,8 @@ def test_eval_measures_the_detector_on_photos_whose_every_vehicle_is_boxed(engin
     frames = {(f.car, f.frame): f for f in epfl_frames()}
     shown = [frames[(car, 2)] for car in (6, 7, 8)]  # cars the detector never trains on
     wrongly_boxed = frames[(9, 2)]
+    grey = tmp_path / "grey.png"  # a photo showing no vehicle
+    cv2.imwrite(str(grey), np.full((300, 400, 3), 128, np.uint8))
     manifest = {
         "name": "epfl-detection",
         "references": [{"image": str(f.path), "car": str(f.car), "box": list(f.box)} for f in shown],
@@ -124,6 +128,7 @@ def test_eval_measures_the_detector_on_photos_whose_every_vehicle_is_boxed(engin
             {"image": str(shown[0].path), "car": "6", "box": None},  # a vehicle of that photo unboxed: left out
             {"image": str(wrongly_boxed.path), "car": "9", "box": [0.0, 0.0, 20.0, 20.0]},  # the car is elsewhere
         ],
+        "empty": ["grey.png"],  # relative to the manifest
     }
     path = tmp_path / "m.json"
     path.write_text(json.dumps(manifest))
@@ -132,13 +137,27 @@ def test_eval_measures_the_detector_on_photos_whose_every_vehicle_is_boxed(engin
     assert report is not None
     assert (report.photos, report.vehicles, report.found, report.every) == (3, 3, 2, 2)
     assert report.other >= 1  # car 9's own box, off the wrong label
-    assert set(seen) == {shown[1].path, shown[2].path, wrongly_boxed.path}
+    assert (report.empty_photos, report.empty_boxes) == (1, 0)
+    assert set(seen) == {shown[1].path, shown[2].path, wrongly_boxed.path, grey}
     # The boxes of a photo are found once per run, whichever manifests list it.
     emptied = {photo: np.empty((0, 4), np.float32) for photo in seen}
-    assert detection_report(engine, path, emptied) == DetectionReport("epfl-detection", 3, 3, 0, 0, 0)
+    emptied[grey] = np.array([[0, 0, 10, 10], [20, 20, 30, 30]], np.float32)
+    assert detection_report(engine, path, emptied) == DetectionReport("epfl-detection", 3, 3, 0, 0, 0, 1, 2)
     unboxed = tmp_path / "unboxed.json"
-    unboxed.write_text(json.dumps({**manifest, "references": [], "queries": manifest["queries"][:1]}))
+    unboxed.write_text(json.dumps({"name": "unboxed", "queries": manifest["queries"][:1]}))
     assert detection_report(engine, unboxed, {}) is None
+
+
+def test_eval_prints_detection_alone_for_a_manifest_of_photos_showing_no_vehicle(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cv2.imwrite(str(tmp_path / "grey.png"), np.full((300, 400, 3), 128, np.uint8))
+    path = tmp_path / "empty.json"
+    path.write_text(json.dumps({"name": "pits", "empty": ["grey.png"]}))
+    with pytest.raises(SystemExit) as exited:
+        main(["eval", str(path)])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert "| pits | 0 | 0 | - | - | - | 1 | 0.000 |" in out and "rank-1" not in out
 
 
 def test_k_reciprocal_neighbourhoods_separate_two_clusters() -> None:
