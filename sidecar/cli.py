@@ -376,10 +376,10 @@ def _evaluate(args: argparse.Namespace, engine: Engine) -> int:
     reports, look_alikes, detections = [], [], []
     seen: dict[Path, np.ndarray] = {}
     for manifest in args.manifests:
-        detection = evaluation.detection_report(engine, manifest, seen)
+        samples = evaluation.read_manifest(manifest)
+        detection = evaluation.detection_report(engine, samples, manifest.parent, seen)
         if detection is not None:
             detections.append(detection)
-        samples = evaluation.read_manifest(manifest)
         if not (samples.references and samples.queries):
             continue  # photos for the detector only (those showing no vehicle)
         prepared = evaluation.prepare(engine, manifest, words=not args.no_words)

@@ -374,14 +374,15 @@ class DetectionReport:
     """Boxes reported on the photos showing no vehicle (`EvalManifest.empty`): all false."""
 
 
-def detection_report(engine: Engine, manifest_path: Path, seen: dict[Path, np.ndarray]) -> DetectionReport | None:
-    """The photos of a manifest whose every sample carries a box, and those showing no vehicle, run through the
-    detector as `identify` does (decoded as for reading numbers, each head's default score); None when there are
-    none. `seen`: the boxes already reported per photo, shared across manifests that list the same photos."""
-    manifest = read_manifest(manifest_path)
+def detection_report(engine: Engine, manifest: EvalManifest, base: Path, seen: dict[Path, np.ndarray]
+                     ) -> DetectionReport | None:
+    """The photos of a manifest (its images relative to `base`) whose every sample carries a box, and those showing
+    no vehicle, run through the detector as `identify` does (decoded as for reading numbers, each head's default
+    score); None when there are none. `seen`: the boxes already reported per photo, shared across manifests that
+    list the same photos."""
 
     def reported(image: str) -> np.ndarray:
-        path = manifest_path.parent / image
+        path = base / image
         if path not in seen:
             decoded = decode_image(ImageRef(path=str(path)), engine.limits, engine.settings.decode_side)
             seen[path] = engine.detector()(decoded.pixels, None, engine.vehicle_classes(None)).boxes * decoded.scale

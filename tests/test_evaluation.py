@@ -23,6 +23,7 @@ from sidecar.evaluation import (
     false_matches_line,
     prepare,
     rank1_misses_line,
+    read_manifest,
 )
 from sidecar.stages.match import MatchPolicy
 
@@ -133,7 +134,7 @@ def test_eval_measures_the_detector_on_photos_whose_every_vehicle_is_boxed(engin
     path = tmp_path / "m.json"
     path.write_text(json.dumps(manifest))
     seen: dict[Path, np.ndarray] = {}
-    report = detection_report(engine, path, seen)
+    report = detection_report(engine, read_manifest(path), tmp_path, seen)
     assert report is not None
     assert (report.photos, report.vehicles, report.found, report.every) == (3, 3, 2, 2)
     assert report.other >= 1  # car 9's own box, off the wrong label
@@ -142,10 +143,11 @@ def test_eval_measures_the_detector_on_photos_whose_every_vehicle_is_boxed(engin
     # The boxes of a photo are found once per run, whichever manifests list it.
     emptied = {photo: np.empty((0, 4), np.float32) for photo in seen}
     emptied[grey] = np.array([[0, 0, 10, 10], [20, 20, 30, 30]], np.float32)
-    assert detection_report(engine, path, emptied) == DetectionReport("epfl-detection", 3, 3, 0, 0, 0, 1, 2)
+    assert (detection_report(engine, read_manifest(path), tmp_path, emptied)
+            == DetectionReport("epfl-detection", 3, 3, 0, 0, 0, 1, 2))
     unboxed = tmp_path / "unboxed.json"
     unboxed.write_text(json.dumps({"name": "unboxed", "queries": manifest["queries"][:1]}))
-    assert detection_report(engine, unboxed, {}) is None
+    assert detection_report(engine, read_manifest(unboxed), tmp_path, {}) is None
 
 
 def test_eval_prints_detection_alone_for_a_manifest_of_photos_showing_no_vehicle(
